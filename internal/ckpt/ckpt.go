@@ -1,0 +1,45 @@
+// Package ckpt defines the read-only view of a tensor checkpoint that every
+// checkpoint format (safetensors, PyTorch zip) presents to the loader.
+package ckpt
+
+import "fmt"
+
+// DType names a stored element type, spelled as safetensors spells it
+// ("F32", "F16", "BF16", "I64", ...).
+type DType string
+
+// Info describes one stored tensor.
+type Info struct {
+	Name  string
+	DType DType
+	Shape []int // row-major
+}
+
+// Elems returns the number of elements of the tensor.
+func (i Info) Elems() int {
+	n := 1
+	for _, s := range i.Shape {
+		n *= s
+	}
+	return n
+}
+
+// String renders the tensor as "name dtype [a b c]".
+func (i Info) String() string { return fmt.Sprintf("%s %s %v", i.Name, i.DType, i.Shape) }
+
+// Reader is an opened checkpoint. Implementations are safe for concurrent
+// ReadFloat32 calls only if they say so; the loader calls them serially.
+type Reader interface {
+	// Tensors lists every tensor in the file, in a stable order.
+	Tensors() []Info
+	// ReadFloat32 returns the named tensor converted to float32 (from F32,
+	// F16 or BF16), row-major and contiguous, in a freshly allocated slice.
+	// An unknown name, an unsupported dtype or a short file is an error
+	// that names the tensor.
+	ReadFloat32(name string) ([]float32, error)
+	// Metadata returns string metadata (safetensors __metadata__, or values
+	// derived from a PyTorch checkpoint's args); never nil.
+	Metadata() map[string]string
+	// Close releases the file.
+	Close() error
+}
