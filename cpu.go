@@ -2,6 +2,7 @@ package unitok
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 )
@@ -36,14 +37,72 @@ type cpuBackend struct {
 	enc   *projScratchPool
 	dec   *projScratchPool
 	lat   sync.Pool // *[]float32 latent scratch for Encode/Decode chunks
+
+	// SIMD layouts, built only when simd.enabled: each Linear's W^T padded
+	// to a multiple of 8 columns, and each codebook transposed to (d, Vpad)
+	// with padding codewords scored -Inf.
+	packed map[*Linear][]float32
+	qt     [][]float32
+	qbias  [][]float32
+	vpad   int
 }
+
+// simdKernels are the vector kernels; cpu_simd_amd64.go fills them in when
+// built with GOEXPERIMENT=simd on a CPU with AVX2 and FMA. Otherwise the
+// scalar code runs.
+type simdKernels struct {
+	enabled  bool
+	gemmTile func(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool)
+	argmax   func(z, qt, qbias []float32, vpad, d int) int32
+	dot      func(a, b []float32) float32 // len(a) % 8 == 0
+	axpy     func(y []float32, a float32, x []float32)
+}
+
+var simd simdKernels
+
+// SIMD reports whether the CPU engine runs its vector kernels.
+func SIMD() bool { return simd.enabled }
 
 func newCPUBackend(m *Model, metric Metric, threads int) *cpuBackend {
 	b := &cpuBackend{m: m, metric: metric, threads: max(threads, 1)}
 	b.words, b.bias = quantTables(m, metric)
 	b.enc = &projScratchPool{p: &m.QuantProj}
 	b.dec = &projScratchPool{p: &m.PostQuantProj}
+	if simd.enabled {
+		b.packed = map[*Linear][]float32{}
+		for _, p := range []*AttnProjection{&m.QuantProj, &m.PostQuantProj} {
+			for _, l := range []*Linear{&p.QKV, &p.AttnProj, &p.Proj, &p.W0, &p.W1, &p.W2} {
+				b.packed[l] = packTransposed(l.Weight, l.Out, l.In)
+			}
+		}
+	}
+	// The vector argmax keeps the chunk in at most 64 broadcast registers.
+	if d, V := m.ChunkDim(), m.CodebookSize; simd.enabled && d <= 64 {
+		b.vpad = (V + 7) &^ 7
+		for k := range b.words {
+			b.qt = append(b.qt, packTransposed(b.words[k], V, d))
+			qb := make([]float32, b.vpad)
+			copy(qb, b.bias[k])
+			for j := V; j < b.vpad; j++ {
+				qb[j] = float32(math.Inf(-1))
+			}
+			b.qbias = append(b.qbias, qb)
+		}
+	}
 	return b
+}
+
+// packTransposed returns the (cols, rowsPad) transpose of a (rows, cols)
+// row-major matrix, rowsPad = rows rounded up to a multiple of 8, zero-filled.
+func packTransposed(w []float32, rows, cols int) []float32 {
+	rp := (rows + 7) &^ 7
+	out := make([]float32, cols*rp)
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			out[c*rp+r] = w[r*cols+c]
+		}
+	}
+	return out
 }
 
 // quantTables returns, per codebook, the codewords and score offsets that

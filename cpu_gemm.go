@@ -4,14 +4,21 @@ package unitok
 // (R x In) and W (Out x In, PyTorch's nn.Linear layout), in 4x4 register
 // blocks: each block reads 4 rows of a and 4 rows of W once per k and keeps
 // 16 accumulators, so both operands stream contiguously.
-func gemm(dst, a []float32, R int, w *Linear, accumulate bool, threads int) {
+//
+// With SIMD (see cpu_simd_amd64.go) the tile runs on W^T packed at load.
+func (b *cpuBackend) gemm(dst, a []float32, R int, w *Linear, accumulate bool) {
 	I, O := w.In, w.Out
 	const tr, tc = 32, 64 // tile of rows x output columns per work item
 	rt, ct := (R+tr-1)/tr, (O+tc-1)/tc
-	parallelFor(rt*ct, 1, threads, func(_, lo, hi int) {
+	wt := b.packed[w]
+	parallelFor(rt*ct, 1, b.threads, func(_, lo, hi int) {
 		for t := lo; t < hi; t++ {
 			r0, c0 := (t/ct)*tr, (t%ct)*tc
-			gemmTile(dst, a, w, r0, min(r0+tr, R), c0, min(c0+tc, O), I, O, accumulate)
+			if wt != nil {
+				simd.gemmTile(dst, a, w, wt, r0, min(r0+tr, R), c0, min(c0+tc, O), accumulate)
+			} else {
+				gemmTile(dst, a, w, r0, min(r0+tr, R), c0, min(c0+tc, O), I, O, accumulate)
+			}
 		}
 	})
 }

@@ -7,15 +7,15 @@ import (
 
 // projScratch holds one chunk's intermediates for one AttnProjection.
 type projScratch struct {
-	rows  int
-	norm  []float32 // rows x In: norm1(x), later norm3(x)
-	qkv   []float32 // rows x 3W
-	attn  []float32 // rows x max(W, Out): head mean / concatenation, pooled
-	pool  []float32 // rows x Out: pooled head mean
-	h     []float32 // rows x Out: attn.proj output, then norm2/mlp.norm
-	g0    []float32 // rows x 2*Out
-	g1    []float32 // rows x 2*Out
-	work  []float32 // per attention worker: N scores + hd accumulators
+	rows int
+	norm []float32 // rows x In: norm1(x), later norm3(x)
+	qkv  []float32 // rows x 3W
+	attn []float32 // rows x max(W, Out): head mean / concatenation, pooled
+	pool []float32 // rows x Out: pooled head mean
+	h    []float32 // rows x Out: attn.proj output, then norm2/mlp.norm
+	g0   []float32 // rows x 2*Out
+	g1   []float32 // rows x 2*Out
+	work []float32 // per attention worker: N scores + hd accumulators
 }
 
 type projScratchPool struct {
@@ -52,7 +52,7 @@ func (b *cpuBackend) project(p *AttnProjection, s *projScratch, dst, x []float32
 
 	// Attention branch: norm1 -> qkv -> softmax(q k^T / sqrt(hd)) v -> heads.
 	layerNorm(s.norm[:R*p.In], x, R, &p.Norm1, th)
-	gemm(s.qkv[:R*3*W], s.norm[:R*p.In], R, &p.QKV, false, th)
+	b.gemm(s.qkv[:R*3*W], s.norm[:R*p.In], R, &p.QKV, false)
 	aw := W // width of the attention output before attn.proj
 	if p.MeanHeads() {
 		aw = p.HeadDim
@@ -67,22 +67,22 @@ func (b *cpuBackend) project(p *AttnProjection, s *projScratch, dst, x []float32
 		attn = s.pool[:R*p.Out]
 	}
 	// x1 = proj(norm3(x)) + attn.proj(a), accumulated in dst.
-	gemm(dst, attn, R, &p.AttnProj, false, th)
+	b.gemm(dst, attn, R, &p.AttnProj, false)
 	layerNorm(s.norm[:R*p.In], x, R, &p.Norm3, th)
-	gemm(dst, s.norm[:R*p.In], R, &p.Proj, true, th)
+	b.gemm(dst, s.norm[:R*p.In], R, &p.Proj, true)
 	// y = x1 + w2(gelu_tanh(w0(h)) * w1(h)), h = mlp.norm(norm2(x1)).
 	h := s.h[:R*p.Out]
 	layerNorm(h, dst, R, &p.Norm2, th)
 	layerNorm(h, h, R, &p.MLPNorm, th)
 	g0, g1 := s.g0[:R*2*p.Out], s.g1[:R*2*p.Out]
-	gemm(g0, h, R, &p.W0, false, th)
-	gemm(g1, h, R, &p.W1, false, th)
+	b.gemm(g0, h, R, &p.W0, false)
+	b.gemm(g1, h, R, &p.W1, false)
 	parallelFor(len(g0), 4096, th, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g0[i] = geluTanh(g0[i]) * g1[i]
 		}
 	})
-	gemm(dst, g0, R, &p.W2, true, th)
+	b.gemm(dst, g0, R, &p.W2, true)
 }
 
 // geluTanh is GELU with the tanh approximation, as nn.GELU(approximate='tanh').
@@ -211,6 +211,9 @@ func adaptiveAvgPool(dst, x []float32, R, L, out int) {
 }
 
 func dot(a, b []float32) float32 {
+	if simd.enabled && len(a)%8 == 0 {
+		return simd.dot(a, b)
+	}
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
 	i := 0
@@ -227,6 +230,10 @@ func dot(a, b []float32) float32 {
 }
 
 func axpy(y []float32, a float32, x []float32) {
+	if simd.enabled && len(y)%8 == 0 {
+		simd.axpy(y, a, x)
+		return
+	}
 	x = x[:len(y)]
 	for i := range y {
 		y[i] += a * x[i]

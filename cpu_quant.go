@@ -10,7 +10,9 @@ func (b *cpuBackend) quantize(dst []int32, z []float32, M int) {
 		for r := lo; r < hi; r++ {
 			for k := 0; k < K; k++ {
 				zc := z[r*D+k*d : r*D+(k+1)*d]
-				if d == 8 {
+				if b.qt != nil {
+					dst[r*K+k] = simd.argmax(zc, b.qt[k], b.qbias[k], b.vpad, d)
+				} else if d == 8 {
 					dst[r*K+k] = argmax8(zc, b.words[k], b.bias[k], V)
 				} else {
 					dst[r*K+k] = argmaxN(zc, b.words[k], b.bias[k], V, d)

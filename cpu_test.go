@@ -28,9 +28,9 @@ func maxRelErr(got []float32, want []float64) float64 {
 }
 
 var testConfigs = []Config{
-	{InDim: 48, LatentDim: 16, NumCodebooks: 4, CodebookSize: 100, NumHeads: 4},               // pool up 12 -> 16
-	{InDim: 64, LatentDim: 16, NumCodebooks: 2, CodebookSize: 37, NumHeads: 2},                // pool down 32 -> 16
-	{InDim: 64, LatentDim: 16, NumCodebooks: 8, CodebookSize: 50, NumHeads: 4},                // hd == D, d = 2
+	{InDim: 48, LatentDim: 16, NumCodebooks: 4, CodebookSize: 100, NumHeads: 4},              // pool up 12 -> 16
+	{InDim: 64, LatentDim: 16, NumCodebooks: 2, CodebookSize: 37, NumHeads: 2},               // pool down 32 -> 16
+	{InDim: 64, LatentDim: 16, NumCodebooks: 8, CodebookSize: 50, NumHeads: 4},               // hd == D, d = 2
 	{InDim: 96, LatentDim: 24, NumCodebooks: 3, CodebookSize: 70, NumHeads: 4, Causal: true}, // d = 8, hd == D
 }
 
@@ -61,3 +61,5 @@ func TestCPUProjectionsMatchFloat64Reference(t *testing.T) {
 }
 
 func nanF() float64 { return math.NaN() }
+
+func TestReportSIMD(t *testing.T) { t.Logf("CPU engine SIMD kernels: %v", SIMD()) }

@@ -1,0 +1,174 @@
+//go:build goexperiment.simd
+
+package unitok
+
+import (
+	"math"
+
+	"simd/archsimd"
+)
+
+// Vector kernels for the CPU engine (AVX2 + FMA, 8 float32 lanes), built
+// with GOEXPERIMENT=simd. The scalar kernels remain the fallback.
+
+func init() {
+	if archsimd.X86.AVX2() && archsimd.X86.FMA() {
+		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy}
+	}
+}
+
+// simdGemmTile computes dst[r, c] = bias[c] + sum_k a[r, k] wt[k, c]
+// (+ dst[r, c]) for rows [r0, r1) and columns [c0, c1): 4 rows x 16 columns
+// per register block, k in order, one FMA per product.
+func simdGemmTile(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool) {
+	I, O := w.In, w.Out
+	op := (O + 7) &^ 7
+	for c := c0; c < c1; c += 16 {
+		wide := c+16 <= op && c+8 < c1 // two vectors of real or padded columns
+		r := r0
+		for ; r+4 <= r1; r += 4 {
+			a0, a1, a2, a3 := a[r*I:(r+1)*I], a[(r+1)*I:(r+2)*I], a[(r+2)*I:(r+3)*I], a[(r+3)*I:(r+4)*I]
+			a1, a2, a3 = a1[:len(a0)], a2[:len(a0)], a3[:len(a0)]
+			var s00, s01, s10, s11, s20, s21, s30, s31 archsimd.Float32x8
+			if wide {
+				for k := range a0 {
+					w0 := archsimd.LoadFloat32x8Slice(wt[k*op+c:])
+					w1 := archsimd.LoadFloat32x8Slice(wt[k*op+c+8:])
+					x := archsimd.BroadcastFloat32x8(a0[k])
+					s00, s01 = w0.MulAdd(x, s00), w1.MulAdd(x, s01)
+					x = archsimd.BroadcastFloat32x8(a1[k])
+					s10, s11 = w0.MulAdd(x, s10), w1.MulAdd(x, s11)
+					x = archsimd.BroadcastFloat32x8(a2[k])
+					s20, s21 = w0.MulAdd(x, s20), w1.MulAdd(x, s21)
+					x = archsimd.BroadcastFloat32x8(a3[k])
+					s30, s31 = w0.MulAdd(x, s30), w1.MulAdd(x, s31)
+				}
+			} else {
+				for k := range a0 {
+					w0 := archsimd.LoadFloat32x8Slice(wt[k*op+c:])
+					s00 = w0.MulAdd(archsimd.BroadcastFloat32x8(a0[k]), s00)
+					s10 = w0.MulAdd(archsimd.BroadcastFloat32x8(a1[k]), s10)
+					s20 = w0.MulAdd(archsimd.BroadcastFloat32x8(a2[k]), s20)
+					s30 = w0.MulAdd(archsimd.BroadcastFloat32x8(a3[k]), s30)
+				}
+			}
+			simdStore(dst[r*O:(r+1)*O], w.Bias, c, c1, accumulate, s00, s01)
+			simdStore(dst[(r+1)*O:(r+2)*O], w.Bias, c, c1, accumulate, s10, s11)
+			simdStore(dst[(r+2)*O:(r+3)*O], w.Bias, c, c1, accumulate, s20, s21)
+			simdStore(dst[(r+3)*O:(r+4)*O], w.Bias, c, c1, accumulate, s30, s31)
+		}
+		for ; r < r1; r++ {
+			a0 := a[r*I : (r+1)*I]
+			var s0, s1 archsimd.Float32x8
+			for k := range a0 {
+				x := archsimd.BroadcastFloat32x8(a0[k])
+				s0 = archsimd.LoadFloat32x8Slice(wt[k*op+c:]).MulAdd(x, s0)
+				if wide {
+					s1 = archsimd.LoadFloat32x8Slice(wt[k*op+c+8:]).MulAdd(x, s1)
+				}
+			}
+			simdStore(dst[r*O:(r+1)*O], w.Bias, c, c1, accumulate, s0, s1)
+		}
+	}
+}
+
+// simdStore writes columns [c, min(c+16, c1)) of one output row from two
+// accumulators, adding the bias and, when accumulating, the old value.
+func simdStore(row, bias []float32, c, c1 int, accumulate bool, s0, s1 archsimd.Float32x8) {
+	var buf [16]float32
+	s0.Store((*[8]float32)(buf[:8]))
+	s1.Store((*[8]float32)(buf[8:]))
+	n := min(16, c1-c)
+	out := row[c : c+n]
+	for i := range out {
+		v := buf[i]
+		if bias != nil {
+			v += bias[c+i]
+		}
+		if accumulate {
+			v += out[i]
+		}
+		out[i] = v
+	}
+}
+
+// simdArgmax scores 8 codewords per step from the transposed codebook qt
+// (d, vpad): s = qbias[j:j+8] + sum_t z[t] * qt[t, j:j+8], keeping per-lane
+// (best, index) with strict >, then picks the best lane, lowest index on
+// ties. Padding codewords have qbias -Inf and never win.
+func simdArgmax(z, qt, qbias []float32, vpad, d int) int32 {
+	var zb [64]archsimd.Float32x8 // d <= 64: newCPUBackend checks
+	for t := 0; t < d; t++ {
+		zb[t] = archsimd.BroadcastFloat32x8(z[t])
+	}
+	best := archsimd.BroadcastFloat32x8(float32(math.Inf(-1)))
+	idx := archsimd.BroadcastInt32x8(0)
+	lane := archsimd.LoadInt32x8(&[8]int32{0, 1, 2, 3, 4, 5, 6, 7})
+	eight := archsimd.BroadcastInt32x8(8)
+	if d == 8 {
+		z0, z1, z2, z3, z4, z5, z6, z7 := zb[0], zb[1], zb[2], zb[3], zb[4], zb[5], zb[6], zb[7]
+		for j := 0; j < vpad; j += 8 {
+			s := archsimd.LoadFloat32x8Slice(qbias[j:])
+			s = archsimd.LoadFloat32x8Slice(qt[j:]).MulAdd(z0, s)
+			s = archsimd.LoadFloat32x8Slice(qt[vpad+j:]).MulAdd(z1, s)
+			s = archsimd.LoadFloat32x8Slice(qt[2*vpad+j:]).MulAdd(z2, s)
+			s = archsimd.LoadFloat32x8Slice(qt[3*vpad+j:]).MulAdd(z3, s)
+			s = archsimd.LoadFloat32x8Slice(qt[4*vpad+j:]).MulAdd(z4, s)
+			s = archsimd.LoadFloat32x8Slice(qt[5*vpad+j:]).MulAdd(z5, s)
+			s = archsimd.LoadFloat32x8Slice(qt[6*vpad+j:]).MulAdd(z6, s)
+			s = archsimd.LoadFloat32x8Slice(qt[7*vpad+j:]).MulAdd(z7, s)
+			m := s.Greater(best)
+			best = s.Merge(best, m)
+			idx = lane.Merge(idx, m)
+			lane = lane.Add(eight)
+		}
+	} else {
+		for j := 0; j < vpad; j += 8 {
+			s := archsimd.LoadFloat32x8Slice(qbias[j:])
+			for t := 0; t < d; t++ {
+				s = archsimd.LoadFloat32x8Slice(qt[t*vpad+j:]).MulAdd(zb[t], s)
+			}
+			m := s.Greater(best)
+			best = s.Merge(best, m)
+			idx = lane.Merge(idx, m)
+			lane = lane.Add(eight)
+		}
+	}
+	var bv [8]float32
+	var bi [8]int32
+	best.Store(&bv)
+	idx.Store(&bi)
+	w := 0
+	for l := 1; l < 8; l++ {
+		if bv[l] > bv[w] || (bv[l] == bv[w] && bi[l] < bi[w]) {
+			w = l
+		}
+	}
+	return bi[w]
+}
+
+// simdDot is sum_i a[i] b[i] for len(a) a multiple of 8.
+func simdDot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1 archsimd.Float32x8
+	i := 0
+	for ; i+16 <= len(a); i += 16 {
+		s0 = archsimd.LoadFloat32x8Slice(a[i:]).MulAdd(archsimd.LoadFloat32x8Slice(b[i:]), s0)
+		s1 = archsimd.LoadFloat32x8Slice(a[i+8:]).MulAdd(archsimd.LoadFloat32x8Slice(b[i+8:]), s1)
+	}
+	if i < len(a) {
+		s0 = archsimd.LoadFloat32x8Slice(a[i:]).MulAdd(archsimd.LoadFloat32x8Slice(b[i:]), s0)
+	}
+	var v [8]float32
+	s0.Add(s1).Store(&v)
+	return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+}
+
+// simdAxpy is y += a x for len(y) a multiple of 8.
+func simdAxpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	av := archsimd.BroadcastFloat32x8(a)
+	for i := 0; i < len(y); i += 8 {
+		archsimd.LoadFloat32x8Slice(x[i:]).MulAdd(av, archsimd.LoadFloat32x8Slice(y[i:])).StoreSlice(y[i:])
+	}
+}
