@@ -1,0 +1,5 @@
+package npy
+
+import "unsafe"
+
+func unsafePointer(p *float32) unsafe.Pointer { return unsafe.Pointer(p) }
