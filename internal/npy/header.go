@@ -87,7 +87,7 @@ func ParseHeader(b []byte) (*Header, error) {
 		return nil, errors.New("header does not end in a newline")
 	}
 	if err := parseDict(string(text[:len(text)-1]), h); err != nil {
-		return nil, fmt.Errorf("bad header %q: %w", strings.TrimSpace(string(text)), err)
+		return nil, fmt.Errorf("bad header: %w", err)
 	}
 	h.DataOffset = pre + hlen
 	return h, nil

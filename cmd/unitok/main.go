@@ -1,0 +1,144 @@
+// Command unitok runs UniTok's tokenizer core on NumPy arrays:
+//
+//	unitok encode   --checkpoint CKPT --in FEATURES.npy --out CODES.npy     # (B,N,C) -> (B,N,K)
+//	unitok decode   --checkpoint CKPT --in CODES.npy    --out FEATURES.npy  # (B,N,K) -> (B,N,C)
+//	unitok quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     # (M,D)   -> (M,K)
+//	unitok lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   # (M,K)   -> (M,D)
+//	unitok inspect  CKPT                                # config, tensors, what is missing
+//	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
+//
+// Every failure prints one line, "unitok: <what went wrong>", to stderr and
+// exits with status 1. Outputs are written atomically: a failed run leaves
+// no output file and never replaces an existing one with partial data.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: unitok <command> [flags]
+
+commands:
+  encode   --checkpoint CKPT --in FEATURES.npy --out CODES.npy     (B,N,C) or (N,C) float -> codes (B,N,K)
+  decode   --checkpoint CKPT --in CODES.npy    --out FEATURES.npy  (B,N,K) or (N,K) integer -> (B,N,C) float32
+  quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     (M,D) float -> codes (M,K)
+  lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   (M,K) integer -> (M,D) float32
+  inspect  [--json] CKPT                                           config, tensors, what is missing
+  bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
+
+common flags:
+  --device cpu|cuda|cuda:N   engine (default: cuda when built with it and a GPU is present, else cpu)
+  --causal[=true|false]      override the checkpoint's attention mode
+  --heads N                  override the checkpoint's number of attention heads
+  --metric cosine|l2         quantizer metric (default cosine)
+  --layout bnk|bkn           code axis order: (B,N,K) (default) or UniTok's (B,K,N)
+  --codes-dtype uint16|int32|int64   dtype of written codes (default uint16)
+  --threads N                CPU engine parallelism (default: all cores)
+`
+
+// run is the whole program; main only wires it to the process. It returns
+// the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if err := dispatch(args, stdout, stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "unitok: "+oneLine(err.Error()))
+		return 1
+	}
+	return 0
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("no command given (want encode, decode, quantize, lookup, inspect or bench; see unitok help)")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "encode", "decode", "quantize", "lookup":
+		return runOp(cmd, rest, stdout, stderr)
+	case "inspect":
+		return runInspect(rest, stdout)
+	case "bench":
+		return runBench(rest, stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return flag.ErrHelp
+	}
+	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect or bench)", cmd)
+}
+
+// oneLine folds a multi-line message into one line.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	s = strings.ReplaceAll(s, "\r", "")
+	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+// newFlagSet returns a silent flag set: parse errors come back as values
+// and are printed by run as one line.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseFlags parses args, allowing positional arguments between flags
+// (flag stops at the first one), and returns the positionals. -h prints the
+// usage to stdout and returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				if stdout != nil {
+					fmt.Fprint(stdout, usage)
+				}
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s: %v", fs.Name(), flagErr(err))
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if len(pos) > 0 && args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// flagErr rewrites the flag package's messages to name the flag with the
+// double dash users type.
+func flagErr(err error) string {
+	s := err.Error()
+	s = strings.Replace(s, "flag provided but not defined: -", "unknown flag --", 1)
+	s = strings.Replace(s, "flag needs an argument: -", "flag needs a value: --", 1)
+	if strings.HasPrefix(s, "invalid value ") || strings.HasPrefix(s, "invalid boolean value ") {
+		s = strings.Replace(s, " for flag -", " for flag --", 1)
+		s = strings.Replace(s, " for -", " for --", 1)
+	}
+	return s
+}
+
+// pathErr names the file in an error unless the error already does.
+func pathErr(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) || strings.Contains(err.Error(), path) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
