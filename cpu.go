@@ -56,6 +56,7 @@ type simdKernels struct {
 	argmax   func(z, qt, qbias []float32, vpad, d int) int32
 	dot      func(a, b []float32) float32 // len(a) % 8 == 0
 	axpy     func(y []float32, a float32, x []float32)
+	exp      func(x []float32) // x[i] <= 0
 }
 
 var simd simdKernels

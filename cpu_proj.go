@@ -158,10 +158,12 @@ func attention(dst, qkv, work []float32, p *AttnProjection, nb, N int, causal bo
 						scores[j] = s
 						mx = max(mx, s)
 					}
-					var sum float32
 					for j := 0; j < L; j++ {
-						e := float32(math.Exp(float64(scores[j] - mx)))
-						scores[j] = e
+						scores[j] -= mx
+					}
+					expInPlace(scores[:L])
+					var sum float32
+					for _, e := range scores[:L] {
 						sum += e
 					}
 					clear(acc)
@@ -237,5 +239,16 @@ func axpy(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	for i := range y {
 		y[i] += a * x[i]
+	}
+}
+
+// expInPlace replaces each x[i] <= 0 with exp(x[i]).
+func expInPlace(x []float32) {
+	if simd.enabled {
+		simd.exp(x)
+		return
+	}
+	for i, v := range x {
+		x[i] = float32(math.Exp(float64(v)))
 	}
 }

@@ -13,7 +13,7 @@ import (
 
 func init() {
 	if archsimd.X86.AVX2() && archsimd.X86.FMA() {
-		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy}
+		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy, exp: simdExp}
 	}
 }
 
@@ -170,5 +170,49 @@ func simdAxpy(y []float32, a float32, x []float32) {
 	av := archsimd.BroadcastFloat32x8(a)
 	for i := 0; i < len(y); i += 8 {
 		archsimd.LoadFloat32x8Slice(x[i:]).MulAdd(av, archsimd.LoadFloat32x8Slice(y[i:])).StoreSlice(y[i:])
+	}
+}
+
+// simdExp overwrites x[i] with exp(x[i]) for x[i] <= 0 (softmax arguments),
+// 8 lanes at a time: Cephes' expf (n = round(x log2 e), r = x - n ln 2 in
+// two parts, a degree-6 polynomial, then 2^n through the exponent bits),
+// within 2 ulp of math.Exp rounded to float32. Inputs below -87 give
+// values of about 1e-38 or less, which do not change a softmax.
+func simdExp(x []float32) {
+	const (
+		log2e = 1.44269504088896341
+		c1    = 0.693359375
+		c2    = -2.12194440e-4
+	)
+	var (
+		lo   = archsimd.BroadcastFloat32x8(-87)
+		vl2e = archsimd.BroadcastFloat32x8(log2e)
+		vc1  = archsimd.BroadcastFloat32x8(c1)
+		vc2  = archsimd.BroadcastFloat32x8(c2)
+		p0   = archsimd.BroadcastFloat32x8(1.9875691500e-4)
+		p1   = archsimd.BroadcastFloat32x8(1.3981999507e-3)
+		p2   = archsimd.BroadcastFloat32x8(8.3334519073e-3)
+		p3   = archsimd.BroadcastFloat32x8(4.1665795894e-2)
+		p4   = archsimd.BroadcastFloat32x8(1.6666665459e-1)
+		p5   = archsimd.BroadcastFloat32x8(5.0000001201e-1)
+		one  = archsimd.BroadcastFloat32x8(1)
+		bias = archsimd.BroadcastInt32x8(127)
+		i    = 0
+	)
+	for ; i+8 <= len(x); i += 8 {
+		v := archsimd.LoadFloat32x8Slice(x[i:]).Max(lo)
+		n := v.Mul(vl2e).RoundToEven()
+		r := v.Sub(n.Mul(vc1)).Sub(n.Mul(vc2))
+		p := p0.MulAdd(r, p1)
+		p = p.MulAdd(r, p2)
+		p = p.MulAdd(r, p3)
+		p = p.MulAdd(r, p4)
+		p = p.MulAdd(r, p5)
+		p = p.MulAdd(r.Mul(r), r).Add(one)
+		scale := n.ConvertToInt32().Add(bias).ShiftAllLeft(23).AsFloat32x8()
+		p.Mul(scale).StoreSlice(x[i:])
+	}
+	for ; i < len(x); i++ {
+		x[i] = float32(math.Exp(float64(x[i])))
 	}
 }
