@@ -75,7 +75,11 @@ func openBackend(m *Model, o *options) (backend, error) {
 		if f, ok := backends["cuda"]; ok && f.available(0) == nil {
 			return f.open(m, o, 0)
 		}
-		return backends["cpu"].open(m, o, 0)
+		f, ok := backends["cpu"]
+		if !ok {
+			return nil, badInput("device", "no backend registered")
+		}
+		return f.open(m, o, 0)
 	}
 	kind, ord, err := parseDevice(o.device)
 	if err != nil {

@@ -138,7 +138,9 @@ func (ci *CheckpointInfo) SortedIgnoredGroups() []string {
 // causal, source (the input's base name) and the source's args.* values.
 // The core is checked (every tensor present and well shaped) before
 // anything is written; the output appears atomically or not at all.
-func ConvertToSafetensors(in, out string) error {
+// WithHeads and WithCausal record those values in the output's metadata,
+// overriding what the source says (a .pth cannot tell causal from full).
+func ConvertToSafetensors(in, out string, opts ...Option) error {
 	const op = "convert"
 	r, err := openCheckpoint(in)
 	if err != nil {
@@ -151,9 +153,22 @@ func ConvertToSafetensors(in, out string) error {
 			s.infos[t.Name] = t
 		}
 	}
-	meta := r.Metadata()
+	meta := map[string]string{}
+	for k, v := range r.Metadata() {
+		meta[k] = v
+	}
+	o := buildOptions(opts)
+	if o.heads > 0 {
+		meta["num_heads"] = fmt.Sprint(o.heads)
+	}
+	if o.causal != nil {
+		meta["causal"] = fmt.Sprint(*o.causal)
+	}
 	c, err := inferConfig(s, meta)
 	if err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
 		return err
 	}
 	missing, misshapen := checkCoreTensors(s, c)

@@ -5,6 +5,7 @@
 //	unitok quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     # (M,D)   -> (M,K)
 //	unitok lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   # (M,K)   -> (M,D)
 //	unitok inspect  CKPT                                # config, tensors, what is missing
+//	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
 //
 // Every failure prints one line, "unitok: <what went wrong>", to stderr and
@@ -34,6 +35,7 @@ commands:
   quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     (M,D) float -> codes (M,K)
   lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   (M,K) integer -> (M,D) float32
   inspect  [--json] CKPT                                           config, tensors, what is missing
+  convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
 
 common flags:
@@ -61,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("no command given (want encode, decode, quantize, lookup, inspect or bench; see unitok help)")
+		return errors.New("no command given (want encode, decode, quantize, lookup, inspect, convert or bench; see unitok help)")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -69,13 +71,15 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runOp(cmd, rest, stdout, stderr)
 	case "inspect":
 		return runInspect(rest, stdout)
+	case "convert":
+		return runConvert(rest, stdout, stderr)
 	case "bench":
 		return runBench(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect or bench)", cmd)
+	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect, convert or bench)", cmd)
 }
 
 // oneLine folds a multi-line message into one line.

@@ -531,3 +531,40 @@ func TestHelp(t *testing.T) {
 		assert.Empty(t, r.stderr)
 	}
 }
+
+func TestConvertPth(t *testing.T) {
+	dir := t.TempDir()
+	pth := filepath.Join("..", "..", "testdata", "pth", "small_fp32.pth")
+	out := filepath.Join(dir, "core.safetensors")
+	r := cli("convert", "--heads", "4", "--causal", pth, out)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "48 core tensors")
+	require.Contains(t, r.stderr, "H=4 causal=true")
+
+	// The converted file carries heads and causal, and encodes exactly as
+	// the .pth does with the same overrides.
+	feats := filepath.Join(dir, "f.npy")
+	require.NoError(t, npy.WriteFloat32(feats, []int{2, 5, 48}, randFloats(2*5*48, 3)))
+	a, b := filepath.Join(dir, "a.npy"), filepath.Join(dir, "b.npy")
+	r = cli("encode", "--device", "cpu", "--checkpoint", out, "--in", feats, "--out", a)
+	require.Equal(t, 0, r.code, r.stderr)
+	r = cli("encode", "--device", "cpu", "--heads", "4", "--causal", "--checkpoint", pth, "--in", feats, "--out", b)
+	require.Equal(t, 0, r.code, r.stderr)
+	_, _, ca := readInts(t, a)
+	_, _, cb := readInts(t, b)
+	require.Equal(t, cb, ca)
+
+	// Refusals leave nothing behind.
+	bad := filepath.Join(dir, "bad.safetensors")
+	r = cli("convert", filepath.Join("..", "..", "testdata", "pth", "malicious.pth"), bad)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "refusing to load global os.system")
+	require.NoFileExists(t, bad)
+	r = cli("convert", pth, filepath.Join(dir, "x.npy"))
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "must end in .safetensors")
+	r = cli("convert", pth)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "want two arguments")
+	assertNoTemps(t, dir)
+}

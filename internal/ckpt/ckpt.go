@@ -30,7 +30,8 @@ func (i Info) String() string { return fmt.Sprintf("%s %s %v", i.Name, i.DType, 
 // Reader is an opened checkpoint. Implementations are safe for concurrent
 // ReadFloat32 calls only if they say so; the loader calls them serially.
 type Reader interface {
-	// Tensors lists every tensor in the file, in a stable order.
+	// Tensors lists every tensor the reader serves, in file order (for
+	// PyTorch checkpoints, the core tensors; see pth.File.AllTensors).
 	Tensors() []Info
 	// ReadFloat32 returns the named tensor converted to float32 (from F32,
 	// F16 or BF16), row-major and contiguous, in a freshly allocated slice.
