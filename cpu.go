@@ -57,6 +57,7 @@ type simdKernels struct {
 	dot      func(a, b []float32) float32 // len(a) % 8 == 0
 	axpy     func(y []float32, a float32, x []float32)
 	exp      func(x []float32) // x[i] <= 0
+	geglu    func(gate, val []float32)
 }
 
 var simd simdKernels

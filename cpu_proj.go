@@ -78,6 +78,10 @@ func (b *cpuBackend) project(p *AttnProjection, s *projScratch, dst, x []float32
 	b.gemm(g0, h, R, &p.W0, false)
 	b.gemm(g1, h, R, &p.W1, false)
 	parallelFor(len(g0), 4096, th, func(_, lo, hi int) {
+		if simd.enabled {
+			simd.geglu(g0[lo:hi], g1[lo:hi])
+			return
+		}
 		for i := lo; i < hi; i++ {
 			g0[i] = geluTanh(g0[i]) * g1[i]
 		}

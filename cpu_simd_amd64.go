@@ -13,7 +13,7 @@ import (
 
 func init() {
 	if archsimd.X86.AVX2() && archsimd.X86.FMA() {
-		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy, exp: simdExp}
+		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy, exp: simdExp, geglu: simdGeGLU}
 	}
 }
 
@@ -207,46 +207,51 @@ func simdAxpy(y []float32, a float32, x []float32) {
 	}
 }
 
-// simdExp overwrites x[i] with exp(x[i]) for x[i] <= 0 (softmax arguments),
-// 8 lanes at a time: Cephes' expf (n = round(x log2 e), r = x - n ln 2 in
-// two parts, a degree-6 polynomial, then 2^n through the exponent bits),
-// within 2 ulp of math.Exp rounded to float32. Inputs below -87 give
-// values of about 1e-38 or less, which do not change a softmax.
+// expVec is exp(v) lane-wise: Cephes' expf (n = round(v log2 e),
+// r = v - n ln 2 in two parts, a degree-6 polynomial, then 2^n through the
+// exponent bits), within 1 ulp of math.Exp rounded to float32 on [-87, 88];
+// arguments are clamped to that range (exp(-87) ~ 1.6e-38).
+func expVec(v archsimd.Float32x8) archsimd.Float32x8 {
+	v = v.Max(archsimd.BroadcastFloat32x8(-87)).Min(archsimd.BroadcastFloat32x8(88))
+	n := v.Mul(archsimd.BroadcastFloat32x8(1.44269504088896341)).RoundToEven()
+	r := v.Sub(n.Mul(archsimd.BroadcastFloat32x8(0.693359375))).Sub(n.Mul(archsimd.BroadcastFloat32x8(-2.12194440e-4)))
+	p := archsimd.BroadcastFloat32x8(1.9875691500e-4).MulAdd(r, archsimd.BroadcastFloat32x8(1.3981999507e-3))
+	p = p.MulAdd(r, archsimd.BroadcastFloat32x8(8.3334519073e-3))
+	p = p.MulAdd(r, archsimd.BroadcastFloat32x8(4.1665795894e-2))
+	p = p.MulAdd(r, archsimd.BroadcastFloat32x8(1.6666665459e-1))
+	p = p.MulAdd(r, archsimd.BroadcastFloat32x8(5.0000001201e-1))
+	p = p.MulAdd(r.Mul(r), r).Add(archsimd.BroadcastFloat32x8(1))
+	scale := n.ConvertToInt32().Add(archsimd.BroadcastInt32x8(127)).ShiftAllLeft(23).AsFloat32x8()
+	return p.Mul(scale)
+}
+
+// simdExp overwrites x[i] with exp(x[i]) (softmax arguments, <= 0).
 func simdExp(x []float32) {
-	const (
-		log2e = 1.44269504088896341
-		c1    = 0.693359375
-		c2    = -2.12194440e-4
-	)
-	var (
-		lo   = archsimd.BroadcastFloat32x8(-87)
-		vl2e = archsimd.BroadcastFloat32x8(log2e)
-		vc1  = archsimd.BroadcastFloat32x8(c1)
-		vc2  = archsimd.BroadcastFloat32x8(c2)
-		p0   = archsimd.BroadcastFloat32x8(1.9875691500e-4)
-		p1   = archsimd.BroadcastFloat32x8(1.3981999507e-3)
-		p2   = archsimd.BroadcastFloat32x8(8.3334519073e-3)
-		p3   = archsimd.BroadcastFloat32x8(4.1665795894e-2)
-		p4   = archsimd.BroadcastFloat32x8(1.6666665459e-1)
-		p5   = archsimd.BroadcastFloat32x8(5.0000001201e-1)
-		one  = archsimd.BroadcastFloat32x8(1)
-		bias = archsimd.BroadcastInt32x8(127)
-		i    = 0
-	)
+	i := 0
 	for ; i+8 <= len(x); i += 8 {
-		v := archsimd.LoadFloat32x8Slice(x[i:]).Max(lo)
-		n := v.Mul(vl2e).RoundToEven()
-		r := v.Sub(n.Mul(vc1)).Sub(n.Mul(vc2))
-		p := p0.MulAdd(r, p1)
-		p = p.MulAdd(r, p2)
-		p = p.MulAdd(r, p3)
-		p = p.MulAdd(r, p4)
-		p = p.MulAdd(r, p5)
-		p = p.MulAdd(r.Mul(r), r).Add(one)
-		scale := n.ConvertToInt32().Add(bias).ShiftAllLeft(23).AsFloat32x8()
-		p.Mul(scale).StoreSlice(x[i:])
+		expVec(archsimd.LoadFloat32x8Slice(x[i:])).StoreSlice(x[i:])
 	}
 	for ; i < len(x); i++ {
 		x[i] = float32(math.Exp(float64(x[i])))
+	}
+}
+
+// simdGeGLU overwrites gate[i] with gelu_tanh(gate[i]) * val[i], using
+// 0.5 x (1 + tanh(y)) = x / (1 + exp(-2y)), y = sqrt(2/pi) (x + 0.044715 x^3),
+// which has no cancellation for either sign of y.
+func simdGeGLU(gate, val []float32) {
+	val = val[:len(gate)]
+	i := 0
+	k0 := archsimd.BroadcastFloat32x8(-2 * 0.7978845608028654)
+	k1 := archsimd.BroadcastFloat32x8(0.044715)
+	one := archsimd.BroadcastFloat32x8(1)
+	for ; i+8 <= len(gate); i += 8 {
+		x := archsimd.LoadFloat32x8Slice(gate[i:])
+		y := x.Mul(x).Mul(k1).MulAdd(x, x).Mul(k0) // -2 sqrt(2/pi) (x + 0.044715 x^3)
+		g := x.Div(expVec(y).Add(one))
+		g.Mul(archsimd.LoadFloat32x8Slice(val[i:])).StoreSlice(gate[i:])
+	}
+	for ; i < len(gate); i++ {
+		gate[i] = geluTanh(gate[i]) * val[i]
 	}
 }

@@ -35,3 +35,29 @@ func TestSIMDExpAccuracy(t *testing.T) {
 	t.Logf("worst error %.2f ulp over %d values", worst, len(x))
 	require.Less(t, worst, 2.0)
 }
+
+func TestSIMDGeGLUAccuracy(t *testing.T) {
+	if !SIMD() {
+		t.Skip("CPU lacks AVX2/FMA: the vector kernels are off")
+	}
+	rng := rand.New(rand.NewPCG(2, 2))
+	n := 50001
+	gate, val := make([]float32, n), make([]float32, n)
+	for i := range gate {
+		gate[i] = float32(rng.NormFloat64() * 4)
+		val[i] = float32(rng.NormFloat64())
+	}
+	gate[0], gate[1], gate[2], gate[3] = 0, 60, -60, -1e-20
+	got := append([]float32(nil), gate...)
+	simdGeGLU(got, val)
+	worst := 0.0
+	for i := range gate {
+		x := float64(gate[i])
+		want := 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x))) * float64(val[i])
+		// error relative to the operand scale: |x * val| bounds the result.
+		scale := math.Max(math.Abs(x*float64(val[i])), 1e-30)
+		worst = math.Max(worst, math.Abs(float64(got[i])-want)/scale)
+	}
+	t.Logf("worst error %.2e relative to |gate*val|", worst)
+	require.Less(t, worst, 1e-6)
+}
