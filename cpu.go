@@ -38,9 +38,9 @@ type cpuBackend struct {
 	dec   *projScratchPool
 	lat   sync.Pool // *[]float32 latent scratch for Encode/Decode chunks
 
-	// SIMD layouts, built only when simd.enabled: each Linear's W^T padded
-	// to a multiple of 8 columns, and each codebook transposed to (d, Vpad)
-	// with padding codewords scored -Inf.
+	// SIMD layouts, built only when simd.enabled: each Linear's weight in
+	// 16-column panels (packPanels), and each codebook transposed to
+	// (d, Vpad) with padding codewords scored -Inf.
 	packed map[*Linear][]float32
 	qt     [][]float32
 	qbias  [][]float32
@@ -74,7 +74,7 @@ func newCPUBackend(m *Model, metric Metric, threads int) *cpuBackend {
 		b.packed = map[*Linear][]float32{}
 		for _, p := range []*AttnProjection{&m.QuantProj, &m.PostQuantProj} {
 			for _, l := range []*Linear{&p.QKV, &p.AttnProj, &p.Proj, &p.W0, &p.W1, &p.W2} {
-				b.packed[l] = packTransposed(l.Weight, l.Out, l.In)
+				b.packed[l] = packPanels(l.Weight, l.Out, l.In)
 			}
 		}
 	}
@@ -92,6 +92,20 @@ func newCPUBackend(m *Model, metric Metric, threads int) *cpuBackend {
 		}
 	}
 	return b
+}
+
+// packPanels lays a (out, in) weight out as ceil(out/16) panels of
+// (in, 16): panel p holds W[16p+j, k] at p*in*16 + k*16 + j, zero-padded
+// past out, so a GEMM block streams one panel contiguously.
+func packPanels(w []float32, out, in int) []float32 {
+	panels := (out + 15) / 16
+	p := make([]float32, panels*in*16)
+	for c := 0; c < out; c++ {
+		for k := 0; k < in; k++ {
+			p[(c/16)*in*16+k*16+c%16] = w[c*in+k]
+		}
+	}
+	return p
 }
 
 // packTransposed returns the (cols, rowsPad) transpose of a (rows, cols)

@@ -5,7 +5,8 @@ package unitok
 // blocks: each block reads 4 rows of a and 4 rows of W once per k and keeps
 // 16 accumulators, so both operands stream contiguously.
 //
-// With SIMD (see cpu_simd_amd64.go) the tile runs on W^T packed at load.
+// With SIMD (see cpu_simd_amd64.go) the tile runs on W packed in 16-column
+// panels at load.
 func (b *cpuBackend) gemm(dst, a []float32, R int, w *Linear, accumulate bool) {
 	I, O := w.In, w.Out
 	const tr, tc = 32, 64 // tile of rows x output columns per work item

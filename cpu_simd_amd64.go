@@ -17,40 +17,32 @@ func init() {
 	}
 }
 
-// simdGemmTile computes dst[r, c] = bias[c] + sum_k a[r, k] wt[k, c]
-// (+ dst[r, c]) for rows [r0, r1) and columns [c0, c1): 4 rows x 16 columns
-// per register block, k in order, one FMA per product.
+// simdGemmTile computes dst[r, c] = bias[c] + sum_k a[r, k] W[c, k]
+// (+ dst[r, c]) for rows [r0, r1) and columns [c0, c1), c0 a multiple of
+// 16, from W packed in 16-column panels (packPanels): 4 rows x 16 columns
+// per register block, k in order, one FMA per product, the panel read
+// contiguously.
 func simdGemmTile(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool) {
 	I, O := w.In, w.Out
-	op := (O + 7) &^ 7
 	for c := c0; c < c1; c += 16 {
-		wide := c+16 <= op && c+8 < c1 // two vectors of real or padded columns
+		panel := wt[(c/16)*I*16 : (c/16+1)*I*16]
 		r := r0
 		for ; r+4 <= r1; r += 4 {
 			a0, a1, a2, a3 := a[r*I:(r+1)*I], a[(r+1)*I:(r+2)*I], a[(r+2)*I:(r+3)*I], a[(r+3)*I:(r+4)*I]
 			a1, a2, a3 = a1[:len(a0)], a2[:len(a0)], a3[:len(a0)]
 			var s00, s01, s10, s11, s20, s21, s30, s31 archsimd.Float32x8
-			if wide {
-				for k := range a0 {
-					w0 := archsimd.LoadFloat32x8Slice(wt[k*op+c:])
-					w1 := archsimd.LoadFloat32x8Slice(wt[k*op+c+8:])
-					x := archsimd.BroadcastFloat32x8(a0[k])
-					s00, s01 = w0.MulAdd(x, s00), w1.MulAdd(x, s01)
-					x = archsimd.BroadcastFloat32x8(a1[k])
-					s10, s11 = w0.MulAdd(x, s10), w1.MulAdd(x, s11)
-					x = archsimd.BroadcastFloat32x8(a2[k])
-					s20, s21 = w0.MulAdd(x, s20), w1.MulAdd(x, s21)
-					x = archsimd.BroadcastFloat32x8(a3[k])
-					s30, s31 = w0.MulAdd(x, s30), w1.MulAdd(x, s31)
-				}
-			} else {
-				for k := range a0 {
-					w0 := archsimd.LoadFloat32x8Slice(wt[k*op+c:])
-					s00 = w0.MulAdd(archsimd.BroadcastFloat32x8(a0[k]), s00)
-					s10 = w0.MulAdd(archsimd.BroadcastFloat32x8(a1[k]), s10)
-					s20 = w0.MulAdd(archsimd.BroadcastFloat32x8(a2[k]), s20)
-					s30 = w0.MulAdd(archsimd.BroadcastFloat32x8(a3[k]), s30)
-				}
+			for k := range a0 {
+				pk := panel[k*16 : k*16+16]
+				w0 := archsimd.LoadFloat32x8Slice(pk)
+				w1 := archsimd.LoadFloat32x8Slice(pk[8:])
+				x := archsimd.BroadcastFloat32x8(a0[k])
+				s00, s01 = w0.MulAdd(x, s00), w1.MulAdd(x, s01)
+				x = archsimd.BroadcastFloat32x8(a1[k])
+				s10, s11 = w0.MulAdd(x, s10), w1.MulAdd(x, s11)
+				x = archsimd.BroadcastFloat32x8(a2[k])
+				s20, s21 = w0.MulAdd(x, s20), w1.MulAdd(x, s21)
+				x = archsimd.BroadcastFloat32x8(a3[k])
+				s30, s31 = w0.MulAdd(x, s30), w1.MulAdd(x, s31)
 			}
 			simdStore(dst[r*O:(r+1)*O], w.Bias, c, c1, accumulate, s00, s01)
 			simdStore(dst[(r+1)*O:(r+2)*O], w.Bias, c, c1, accumulate, s10, s11)
@@ -61,11 +53,10 @@ func simdGemmTile(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int,
 			a0 := a[r*I : (r+1)*I]
 			var s0, s1 archsimd.Float32x8
 			for k := range a0 {
+				pk := panel[k*16 : k*16+16]
 				x := archsimd.BroadcastFloat32x8(a0[k])
-				s0 = archsimd.LoadFloat32x8Slice(wt[k*op+c:]).MulAdd(x, s0)
-				if wide {
-					s1 = archsimd.LoadFloat32x8Slice(wt[k*op+c+8:]).MulAdd(x, s1)
-				}
+				s0 = archsimd.LoadFloat32x8Slice(pk).MulAdd(x, s0)
+				s1 = archsimd.LoadFloat32x8Slice(pk[8:]).MulAdd(x, s1)
 			}
 			simdStore(dst[r*O:(r+1)*O], w.Bias, c, c1, accumulate, s0, s1)
 		}
