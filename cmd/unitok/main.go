@@ -38,6 +38,10 @@ commands:
   convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
 
+data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
+  --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
+  outputs mirror the input tree under --out, with manifest.jsonl; rerun the same command to resume
+
 common flags:
   --device cpu|cuda|cuda:N   engine (default: cuda when built with it and a GPU is present, else cpu)
   --causal[=true|false]      override the checkpoint's attention mode

@@ -568,3 +568,39 @@ func TestConvertPth(t *testing.T) {
 	require.Contains(t, r.stderr, "want two arguments")
 	assertNoTemps(t, dir)
 }
+
+func TestShardedEncodeResumes(t *testing.T) {
+	dir := t.TempDir()
+	ckpt := writeCheckpoint(t, dir, nil)
+	in := filepath.Join(dir, "shards")
+	require.NoError(t, os.MkdirAll(filepath.Join(in, "part"), 0o755))
+	for i := 0; i < 3; i++ {
+		x := randFloats(2*5*48, uint64(10+i))
+		require.NoError(t, npy.WriteFloat32(filepath.Join(in, "part", fmt.Sprintf("s%d.npy", i)), []int{2, 5, 48}, x))
+	}
+	out := filepath.Join(dir, "out")
+	r := cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", in, "--out", out)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "3 shards: 3 done, 0 already done, 0 failed")
+	// Each output equals a single-file run on the same shard.
+	for i := 0; i < 3; i++ {
+		single := filepath.Join(dir, fmt.Sprintf("single%d.npy", i))
+		r = cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", filepath.Join(in, "part", fmt.Sprintf("s%d.npy", i)), "--out", single)
+		require.Equal(t, 0, r.code, r.stderr)
+		a, err := os.ReadFile(single)
+		require.NoError(t, err)
+		b, err := os.ReadFile(filepath.Join(out, "part", fmt.Sprintf("s%d.npy", i)))
+		require.NoError(t, err)
+		require.Equal(t, a, b)
+	}
+	// A rerun does nothing; a bad shard added later is named, the rest done.
+	bad := filepath.Join(in, "part", "s9.npy")
+	x := randFloats(1*5*48, 99)
+	x[7] = float32(math.Inf(1))
+	require.NoError(t, npy.WriteFloat32(bad, []int{1, 5, 48}, x))
+	r = cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", in, "--out", out)
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "4 shards: 0 done, 3 already done, 1 failed")
+	require.Contains(t, r.stderr, "s9.npy")
+	require.NoFileExists(t, filepath.Join(out, "part", "s9.npy"))
+}

@@ -169,6 +169,8 @@ func runOp(cmd string, args []string, stdout, stderr io.Writer) error {
 	var in, out string
 	fs.StringVar(&in, "in", "", "input .npy")
 	fs.StringVar(&out, "out", "", "output .npy")
+	var pf prepFlags
+	pf.register(fs)
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -180,6 +182,9 @@ func runOp(cmd string, args []string, stdout, stderr io.Writer) error {
 		if f.v == "" {
 			return fmt.Errorf("%s: missing required flag --%s", cmd, f.name)
 		}
+	}
+	if sharded(in, out, &pf) {
+		return runShards(cmd, in, out, &ef, &pf, stderr)
 	}
 	opts, layout, err := ef.options()
 	if err != nil {

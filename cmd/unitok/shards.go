@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/unitok/unitok"
+	"github.com/unitok/unitok/internal/prep"
+)
+
+// prepFlags are the data-prep flags of encode, decode, quantize and lookup:
+// with a directory or glob in, or a directory out, the command runs over
+// every shard (see internal/prep).
+type prepFlags struct {
+	tensor    string
+	batch     int
+	inflight  int
+	histogram string
+	verify    bool
+	interval  time.Duration
+}
+
+func (p *prepFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.tensor, "tensor", "", "tensor to read from .safetensors shards")
+	fs.IntVar(&p.batch, "batch", 0, "images (encode, decode) or rows (quantize, lookup) per call (0: ~16K tokens, 64K rows)")
+	fs.IntVar(&p.inflight, "inflight", 2, "batches computed at once (each on its own CUDA stream)")
+	fs.StringVar(&p.histogram, "histogram", "", "write the per-codebook code histogram (K,V) int64 to this .npy")
+	fs.BoolVar(&p.verify, "verify", false, "rehash outputs the manifest says are done (default: check their size)")
+	fs.DurationVar(&p.interval, "progress-interval", 0, "time between progress lines (default 500ms on a terminal, 5s otherwise)")
+}
+
+// sharded reports whether a run is a data-prep job rather than one array:
+// a directory or glob in, a directory (or a name without .npy) out, or a
+// data-prep-only flag.
+func sharded(in, out string, p *prepFlags) bool {
+	if st, err := os.Stat(in); err == nil && st.IsDir() {
+		return true
+	} else if err != nil && strings.ContainsAny(in, "*?[") {
+		return true
+	}
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return true
+	}
+	if strings.HasSuffix(out, "/") || !strings.EqualFold(filepath.Ext(out), ".npy") {
+		return true
+	}
+	return p.tensor != "" || p.histogram != ""
+}
+
+// runShards runs cmd over every shard of in, writing mirrored outputs and a
+// manifest under out; SIGINT/SIGTERM stop it cleanly and a rerun resumes.
+func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Writer) error {
+	op, err := prep.ParseOp(cmd)
+	if err != nil {
+		return err
+	}
+	if pf.inflight <= 0 {
+		return fmt.Errorf("--inflight %d: want a positive number", pf.inflight)
+	}
+	if pf.batch < 0 {
+		return fmt.Errorf("--batch %d: want a positive number", pf.batch)
+	}
+	opts, _, err := ef.options()
+	if err != nil {
+		return err
+	}
+	if pf.inflight > 2 {
+		opts = append(opts, unitok.WithStreams(pf.inflight))
+	}
+	t, err := ef.openTokenizer(opts)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	ctx, stop := prep.NotifyContext(context.Background())
+	defer stop()
+	sum, err := prep.Run(ctx, t, op, prep.Options{
+		In: []string{in}, Tensor: pf.tensor, OutDir: out, Batch: pf.batch, InFlight: pf.inflight,
+		CodesDType: ef.codesDType, Histogram: pf.histogram, Verify: pf.verify,
+		Progress: stderr, ProgressInterval: pf.interval,
+	})
+	if sum != nil {
+		sum.Print(stderr)
+	}
+	return err
+}
