@@ -374,7 +374,7 @@ func TestBadInputs(t *testing.T) {
 		{"missing tensor", []string{"encode", "--checkpoint", noQKV, "--in", good, "--out", out}, []string{noQKV, "missing tensor quant_proj.attn.qkv.weight"}},
 		{"missing checkpoint", []string{"encode", "--checkpoint", filepath.Join(dir, "none.safetensors"), "--in", good, "--out", out}, []string{"none.safetensors"}},
 		{"not a checkpoint", []string{"encode", "--checkpoint", notCkpt, "--in", good, "--out", out}, []string{notCkpt, "not a safetensors file"}},
-		{"out is a directory", []string{"encode", "--checkpoint", ckpt, "--in", good, "--out", dir}, []string{dir, "directory"}},
+		{"out dir holds the input", []string{"encode", "--checkpoint", ckpt, "--in", good, "--out", dir}, []string{good, "would overwrite the input"}},
 		{"bench bad op", []string{"bench", "--checkpoint", ckpt, "--op", "sort"}, []string{"--op", `"sort"`}},
 		{"bench bad batch", []string{"bench", "--checkpoint", ckpt, "--batch", "0"}, []string{"--batch 0"}},
 		{"inspect no arg", []string{"inspect"}, []string{"inspect", "missing checkpoint"}},
