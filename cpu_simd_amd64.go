@@ -4,6 +4,7 @@ package unitok
 
 import (
 	"math"
+	"unsafe"
 
 	"simd/archsimd"
 )
@@ -23,18 +24,28 @@ func init() {
 // per register block, k in order, one FMA per product, the panel read
 // contiguously.
 func simdGemmTile(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool) {
-	I, O := w.In, w.Out
+	simdGemm(dst, a, w.In, w.Out, w.In, w.Bias, wt, r0, r1, c0, c1, accumulate)
+}
+
+// simdGemm is the register-blocked kernel behind simdGemmTile, with the
+// sizes explicit: a is (rows, I) row-major, dst (rows, O), and panel p of
+// the packed weight starts at p*panelK*16 and holds rows k < I of
+// (panelK, 16) (panelK >= I lets a caller use a prefix of each panel).
+func simdGemm(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0, c1 int, accumulate bool) {
+	if I == 0 {
+		return
+	}
 	for c := c0; c < c1; c += 16 {
-		panel := wt[(c/16)*I*16 : (c/16+1)*I*16]
+		panel := wt[(c/16)*panelK*16 : (c/16)*panelK*16+I*16]
+		pp := unsafe.Pointer(&panel[0]) // panel has I*16 floats: every k*16+8 load below is in range
 		r := r0
 		for ; r+4 <= r1; r += 4 {
 			a0, a1, a2, a3 := a[r*I:(r+1)*I], a[(r+1)*I:(r+2)*I], a[(r+2)*I:(r+3)*I], a[(r+3)*I:(r+4)*I]
 			a1, a2, a3 = a1[:len(a0)], a2[:len(a0)], a3[:len(a0)]
 			var s00, s01, s10, s11, s20, s21, s30, s31 archsimd.Float32x8
 			for k := range a0 {
-				pk := panel[k*16 : k*16+16]
-				w0 := archsimd.LoadFloat32x8Slice(pk)
-				w1 := archsimd.LoadFloat32x8Slice(pk[8:])
+				w0 := archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64)))
+				w1 := archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64+32)))
 				x := archsimd.BroadcastFloat32x8(a0[k])
 				s00, s01 = w0.MulAdd(x, s00), w1.MulAdd(x, s01)
 				x = archsimd.BroadcastFloat32x8(a1[k])
@@ -44,21 +55,20 @@ func simdGemmTile(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int,
 				x = archsimd.BroadcastFloat32x8(a3[k])
 				s30, s31 = w0.MulAdd(x, s30), w1.MulAdd(x, s31)
 			}
-			simdStore(dst[r*O:(r+1)*O], w.Bias, c, c1, accumulate, s00, s01)
-			simdStore(dst[(r+1)*O:(r+2)*O], w.Bias, c, c1, accumulate, s10, s11)
-			simdStore(dst[(r+2)*O:(r+3)*O], w.Bias, c, c1, accumulate, s20, s21)
-			simdStore(dst[(r+3)*O:(r+4)*O], w.Bias, c, c1, accumulate, s30, s31)
+			simdStore(dst[r*O:(r+1)*O], bias, c, c1, accumulate, s00, s01)
+			simdStore(dst[(r+1)*O:(r+2)*O], bias, c, c1, accumulate, s10, s11)
+			simdStore(dst[(r+2)*O:(r+3)*O], bias, c, c1, accumulate, s20, s21)
+			simdStore(dst[(r+3)*O:(r+4)*O], bias, c, c1, accumulate, s30, s31)
 		}
 		for ; r < r1; r++ {
 			a0 := a[r*I : (r+1)*I]
 			var s0, s1 archsimd.Float32x8
 			for k := range a0 {
-				pk := panel[k*16 : k*16+16]
 				x := archsimd.BroadcastFloat32x8(a0[k])
-				s0 = archsimd.LoadFloat32x8Slice(pk).MulAdd(x, s0)
-				s1 = archsimd.LoadFloat32x8Slice(pk[8:]).MulAdd(x, s1)
+				s0 = archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64))).MulAdd(x, s0)
+				s1 = archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64+32))).MulAdd(x, s1)
 			}
-			simdStore(dst[r*O:(r+1)*O], w.Bias, c, c1, accumulate, s0, s1)
+			simdStore(dst[r*O:(r+1)*O], bias, c, c1, accumulate, s0, s1)
 		}
 	}
 }
