@@ -58,6 +58,9 @@ type simdKernels struct {
 	axpy     func(y []float32, a float32, x []float32)
 	exp      func(x []float32) // x[i] <= 0
 	geglu    func(gate, val []float32)
+	// gemm: dst (rows, O) = a (rows, I) x packed panels (+ bias, + dst);
+	// see simdGemm.
+	gemm func(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0, c1 int, accumulate bool)
 }
 
 var simd simdKernels

@@ -7,15 +7,16 @@ import (
 
 // projScratch holds one chunk's intermediates for one AttnProjection.
 type projScratch struct {
-	rows int
-	norm []float32 // rows x In: norm1(x), later norm3(x)
-	qkv  []float32 // rows x 3W
-	attn []float32 // rows x max(W, Out): head mean / concatenation, pooled
-	pool []float32 // rows x Out: pooled head mean
-	h    []float32 // rows x Out: attn.proj output, then norm2/mlp.norm
-	g0   []float32 // rows x 2*Out
-	g1   []float32 // rows x 2*Out
-	work []float32 // per attention worker: N scores + hd accumulators
+	rows  int
+	norm  []float32 // rows x In: norm1(x), later norm3(x)
+	qkv   []float32 // rows x 3W
+	attn  []float32 // rows x max(W, Out): head mean / concatenation, pooled
+	pool  []float32 // rows x Out: pooled head mean
+	h     []float32 // rows x Out: attn.proj output, then norm2/mlp.norm
+	g0    []float32 // rows x 2*Out
+	g1    []float32 // rows x 2*Out
+	work  []float32 // per attention worker scratch (grown on demand)
+	heads []float32 // rows x W: every head's output, for the SIMD head mean
 }
 
 type projScratchPool struct {
@@ -58,10 +59,14 @@ func (b *cpuBackend) project(p *AttnProjection, s *projScratch, dst, x []float32
 		aw = p.HeadDim
 	}
 	attn := s.attn[:R*aw]
-	if need := th * (N + p.HeadDim); len(s.work) < need {
-		s.work = make([]float32, need)
+	if simd.enabled {
+		attentionGEMM(attn, s, s.qkv[:R*3*W], p, nb, N, b.m.Causal, th)
+	} else {
+		if need := th * (N + p.HeadDim); len(s.work) < need {
+			s.work = make([]float32, need)
+		}
+		attention(attn, s.qkv[:R*3*W], s.work, p, nb, N, b.m.Causal, th)
 	}
-	attention(attn, s.qkv[:R*3*W], s.work, p, nb, N, b.m.Causal, th)
 	if p.Pooled() {
 		adaptiveAvgPool(s.pool[:R*p.Out], attn, R, p.HeadDim, p.Out)
 		attn = s.pool[:R*p.Out]
@@ -254,5 +259,121 @@ func expInPlace(x []float32) {
 	}
 	for i, v := range x {
 		x[i] = float32(math.Exp(float64(v)))
+	}
+}
+
+// attnQueryBlock is how many queries attentionGEMM scores at once.
+const attnQueryBlock = 64
+
+// attentionGEMM is attention as two GEMMs per (image, head) and block of
+// queries, on the SIMD kernel: S = Q K^T (K packed in 16-key panels), a
+// row softmax of S * hd^-0.5 (causal rows stop at the diagonal), then
+// P V (V packed in 16-dim panels). Causal blocks compute only the keys up
+// to their last query. The head mean sums heads in order 0..H-1, so the
+// result does not depend on scheduling.
+func attentionGEMM(dst []float32, s *projScratch, qkv []float32, p *AttnProjection, nb, N int, causal bool, threads int) {
+	H, hd := p.Heads, p.HeadDim
+	W := H * hd
+	R := nb * N
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	n16, hd16 := (N+15)&^15, (hd+15)&^15
+	qbN := min(attnQueryBlock, N)
+	per := qbN*hd + n16*hd + hd16*N + qbN*N + qbN*hd
+	workers := min(threads, nb*H)
+	if need := workers * per; len(s.work) < need {
+		s.work = make([]float32, need)
+	}
+	heads := dst // concatenated heads go straight to dst
+	if p.MeanHeads() {
+		if len(s.heads) < R*W {
+			s.heads = make([]float32, R*W)
+		}
+		heads = s.heads[:R*W]
+	}
+	parallelFor(nb*H, 1, workers, func(wk, lo, hi int) {
+		ws := s.work[wk*per : (wk+1)*per]
+		qb, ws := ws[:qbN*hd], ws[qbN*hd:]
+		kp, ws := ws[:n16*hd], ws[n16*hd:]
+		vp, ws := ws[:hd16*N], ws[hd16*N:]
+		sc, ob := ws[:qbN*N], ws[qbN*N:]
+		for item := lo; item < hi; item++ {
+			img, h := item/H, item%H
+			base := img * N
+			clear(kp)
+			clear(vp)
+			for j := 0; j < N; j++ {
+				row := qkv[(base+j)*3*W:]
+				k, v := row[W+h*hd:W+(h+1)*hd], row[2*W+h*hd:2*W+(h+1)*hd]
+				for t := 0; t < hd; t++ {
+					kp[(j/16)*hd*16+t*16+j%16] = k[t]
+					vp[(t/16)*N*16+j*16+t%16] = v[t]
+				}
+			}
+			for i0 := 0; i0 < N; i0 += qbN {
+				i1 := min(i0+qbN, N)
+				rows := i1 - i0
+				L := N
+				if causal {
+					L = i1
+				}
+				for i := i0; i < i1; i++ {
+					copy(qb[(i-i0)*hd:(i-i0+1)*hd], qkv[(base+i)*3*W+h*hd:(base+i)*3*W+(h+1)*hd])
+				}
+				S := sc[:rows*L]
+				simd.gemm(S, qb[:rows*hd], hd, L, hd, nil, kp, 0, rows, 0, L, false)
+				for r := 0; r < rows; r++ {
+					x := S[r*L : (r+1)*L]
+					valid := L
+					if causal {
+						valid = i0 + r + 1
+					}
+					softmaxRow(x[:valid], scale)
+					clear(x[valid:])
+				}
+				simd.gemm(ob[:rows*hd], S, L, hd, N, nil, vp, 0, rows, 0, hd, false)
+				for r := 0; r < rows; r++ {
+					copy(heads[(base+i0+r)*W+h*hd:(base+i0+r)*W+(h+1)*hd], ob[r*hd:(r+1)*hd])
+				}
+			}
+		}
+	})
+	if p.MeanHeads() {
+		invH := float32(H)
+		parallelFor(R, 64, threads, func(_, lo, hi int) {
+			for r := lo; r < hi; r++ {
+				o := dst[r*hd : (r+1)*hd]
+				copy(o, heads[r*W:r*W+hd])
+				for h := 1; h < H; h++ {
+					for t, v := range heads[r*W+h*hd : r*W+(h+1)*hd] {
+						o[t] += v
+					}
+				}
+				for t := range o {
+					o[t] /= invH
+				}
+			}
+		})
+	}
+}
+
+// softmaxRow replaces x with softmax(x * scale).
+func softmaxRow(x []float32, scale float32) {
+	mx := float32(math.Inf(-1))
+	for i, v := range x {
+		v *= scale
+		x[i] = v
+		mx = max(mx, v)
+	}
+	for i := range x {
+		x[i] -= mx
+	}
+	expInPlace(x)
+	var sum float32
+	for _, v := range x {
+		sum += v
+	}
+	inv := 1 / sum
+	for i := range x {
+		x[i] *= inv
 	}
 }

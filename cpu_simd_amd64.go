@@ -14,7 +14,7 @@ import (
 
 func init() {
 	if archsimd.X86.AVX2() && archsimd.X86.FMA() {
-		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy, exp: simdExp, geglu: simdGeGLU}
+		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy, exp: simdExp, geglu: simdGeGLU, gemm: simdGemm}
 	}
 }
 
