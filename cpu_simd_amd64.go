@@ -43,17 +43,19 @@ func simdGemm(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0
 			a0, a1, a2, a3 := a[r*I:(r+1)*I], a[(r+1)*I:(r+2)*I], a[(r+2)*I:(r+3)*I], a[(r+3)*I:(r+4)*I]
 			a1, a2, a3 = a1[:len(a0)], a2[:len(a0)], a3[:len(a0)]
 			var s00, s01, s10, s11, s20, s21, s30, s31 archsimd.Float32x8
+			// The broadcast is the receiver: the FMA overwrites it, not the
+			// panel vectors, which would otherwise be copied and spilled.
 			for k := range a0 {
 				w0 := archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64)))
 				w1 := archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64+32)))
 				x := archsimd.BroadcastFloat32x8(a0[k])
-				s00, s01 = w0.MulAdd(x, s00), w1.MulAdd(x, s01)
+				s00, s01 = x.MulAdd(w0, s00), x.MulAdd(w1, s01)
 				x = archsimd.BroadcastFloat32x8(a1[k])
-				s10, s11 = w0.MulAdd(x, s10), w1.MulAdd(x, s11)
+				s10, s11 = x.MulAdd(w0, s10), x.MulAdd(w1, s11)
 				x = archsimd.BroadcastFloat32x8(a2[k])
-				s20, s21 = w0.MulAdd(x, s20), w1.MulAdd(x, s21)
+				s20, s21 = x.MulAdd(w0, s20), x.MulAdd(w1, s21)
 				x = archsimd.BroadcastFloat32x8(a3[k])
-				s30, s31 = w0.MulAdd(x, s30), w1.MulAdd(x, s31)
+				s30, s31 = x.MulAdd(w0, s30), x.MulAdd(w1, s31)
 			}
 			simdStore(dst[r*O:(r+1)*O], bias, c, c1, accumulate, s00, s01)
 			simdStore(dst[(r+1)*O:(r+2)*O], bias, c, c1, accumulate, s10, s11)
@@ -65,8 +67,8 @@ func simdGemm(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0
 			var s0, s1 archsimd.Float32x8
 			for k := range a0 {
 				x := archsimd.BroadcastFloat32x8(a0[k])
-				s0 = archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64))).MulAdd(x, s0)
-				s1 = archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64+32))).MulAdd(x, s1)
+				s0 = x.MulAdd(archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64))), s0)
+				s1 = x.MulAdd(archsimd.LoadFloat32x8((*[8]float32)(unsafe.Add(pp, k*64+32))), s1)
 			}
 			simdStore(dst[r*O:(r+1)*O], bias, c, c1, accumulate, s0, s1)
 		}

@@ -61,3 +61,20 @@ func TestSIMDGeGLUAccuracy(t *testing.T) {
 	t.Logf("worst error %.2e relative to |gate*val|", worst)
 	require.Less(t, worst, 1e-6)
 }
+
+// BenchmarkSIMDGemmQKV times one core on the encode side's largest GEMM
+// (256 tokens x 1024 -> 3072) and reports GFLOP/s.
+func BenchmarkSIMDGemmQKV(b *testing.B) {
+	if !SIMD() {
+		b.Skip("CPU lacks AVX2/FMA")
+	}
+	R, I, O := 256, 1024, 3072
+	a := randNormal(rand.New(rand.NewPCG(1, 1)), R*I)
+	wt := packPanels(randNormal(rand.New(rand.NewPCG(2, 2)), O*I), O, I)
+	dst := make([]float32, R*O)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		simdGemm(dst, a, I, O, I, nil, wt, 0, R, 0, O, false)
+	}
+	b.ReportMetric(float64(2*R*I*O)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
