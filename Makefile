@@ -80,6 +80,7 @@ $(OBJDIR)/%.o: %.cu $(CU_HDRS)
 
 cuda-test-bin: $(LIB)
 	$(GO) test -tags cuda -c -o $(BUILD)/unitok_cuda.test .
+	$(GO) test -tags cuda -c -o $(BUILD)/prep_cuda.test ./internal/prep/
 ifneq ($(HAVE_CLI),)
 	$(GO) build -tags cuda -o $(BUILD)/unitok-cuda ./cmd/unitok
 else

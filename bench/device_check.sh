@@ -12,7 +12,8 @@
 #   2. the CUDA tests: conformance against the PyTorch fixtures and against
 #      the CPU engine (real widths, odd shapes, causal/full, cosine/L2)
 #   3. compute-sanitizer memcheck and racecheck on a small case
-#   4. the Go benchmarks (end to end and device-resident)
+#   4. the Go benchmarks (end to end and device-resident), and the data-prep
+#      pipeline's end-to-end vs kernel-only throughput
 #   5. bench/torch_reference.py bench (eager and torch.compile)
 #   6. (if time is left) ncu SpeedOfLight of one encode's kernels
 #   7. a table: op, unitok tokens/s, torch eager tokens/s, ratio,
@@ -75,6 +76,16 @@ fi
 
 step "4. Go benchmarks"
 timeout "$(limit 75)" "$BIN" -test.run '^$' -test.bench 'CUDA' -test.benchtime 20x -test.timeout 70s 2>&1 | tee "$OUT/go_bench.txt"
+
+step "4b. data-prep pipeline on the GPU (end to end vs kernel only)"
+if [ -x build/prep_cuda.test ]; then
+	# Real widths, 512 MiB of synthetic feature shards; e2e/kernel >= 0.8 means
+	# reading, copies and compute overlap.
+	UNITOK_PREP_BENCH_DEVICE=cuda UNITOK_PREP_BENCH_CONFIG=1024,64,8,4096,16,256 UNITOK_PREP_BENCH_MB=512 \
+		timeout "$(limit 60)" build/prep_cuda.test -test.run '^$' -test.bench PrepEncode -test.benchtime 1x -test.timeout 58s 2>&1 | tee "$OUT/prep_bench.txt"
+else
+	echo "build/prep_cuda.test missing: skipped"
+fi
 
 step "5. PyTorch reference"
 if [ -f bench/torch_reference.py ]; then
