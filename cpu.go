@@ -1,7 +1,6 @@
 package unitok
 
 import (
-	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -166,13 +165,23 @@ func (b *cpuBackend) PostQuantProj(dst, z []float32, B, N int) error {
 
 func (b *cpuBackend) projectAll(pool *projScratchPool, dst, x []float32, B, N int) {
 	p := pool.p
-	step := imagesPerChunk(N)
-	s := pool.get(min(step, B) * N)
+	s := pool.get(chunkRows(B, N))
 	defer pool.put(s)
+	forChunks(B, N, func(nb, r0, r1 int) {
+		b.project(p, s, dst[r0*p.Out:r1*p.Out], x[r0*p.In:r1*p.In], nb, N)
+	})
+}
+
+// chunkRows is the token rows of the largest chunk forChunks hands out.
+func chunkRows(B, N int) int { return min(imagesPerChunk(N), B) * N }
+
+// forChunks calls fn for consecutive chunks of whole images: nb images,
+// token rows [r0, r1).
+func forChunks(B, N int, fn func(nb, r0, r1 int)) {
+	step := imagesPerChunk(N)
 	for b0 := 0; b0 < B; b0 += step {
 		nb := min(step, B-b0)
-		r0, r1 := b0*N, (b0+nb)*N
-		b.project(p, s, dst[r0*p.Out:r1*p.Out], x[r0*p.In:r1*p.In], nb, N)
+		fn(nb, b0*N, (b0+nb)*N)
 	}
 }
 
@@ -197,35 +206,29 @@ func (b *cpuBackend) latScratch(n int) *[]float32 {
 
 func (b *cpuBackend) Encode(dst []int32, x []float32, B, N int) error {
 	m := b.m
-	step := imagesPerChunk(N)
-	s := b.enc.get(min(step, B) * N)
+	s := b.enc.get(chunkRows(B, N))
 	defer b.enc.put(s)
-	lat := b.latScratch(min(step, B) * N * m.LatentDim)
+	lat := b.latScratch(chunkRows(B, N) * m.LatentDim)
 	defer b.lat.Put(lat)
-	for b0 := 0; b0 < B; b0 += step {
-		nb := min(step, B-b0)
-		r0, r1 := b0*N, (b0+nb)*N
+	forChunks(B, N, func(nb, r0, r1 int) {
 		z := (*lat)[:(r1-r0)*m.LatentDim]
 		b.project(&m.QuantProj, s, z, x[r0*m.InDim:r1*m.InDim], nb, N)
 		b.quantize(dst[r0*m.NumCodebooks:r1*m.NumCodebooks], z, r1-r0)
-	}
+	})
 	return nil
 }
 
 func (b *cpuBackend) Decode(dst []float32, codes []int32, B, N int) error {
 	m := b.m
-	step := imagesPerChunk(N)
-	s := b.dec.get(min(step, B) * N)
+	s := b.dec.get(chunkRows(B, N))
 	defer b.dec.put(s)
-	lat := b.latScratch(min(step, B) * N * m.LatentDim)
+	lat := b.latScratch(chunkRows(B, N) * m.LatentDim)
 	defer b.lat.Put(lat)
-	for b0 := 0; b0 < B; b0 += step {
-		nb := min(step, B-b0)
-		r0, r1 := b0*N, (b0+nb)*N
+	forChunks(B, N, func(nb, r0, r1 int) {
 		z := (*lat)[:(r1-r0)*m.LatentDim]
 		lookup(m, z, codes[r0*m.NumCodebooks:r1*m.NumCodebooks], r1-r0)
 		b.project(&m.PostQuantProj, s, dst[r0*m.InDim:r1*m.InDim], z, nb, N)
-	}
+	})
 	return nil
 }
 
@@ -273,4 +276,3 @@ func parallelFor(n, grain, threads int, fn func(worker, lo, hi int)) {
 	wg.Wait()
 }
 
-var _ = fmt.Sprint

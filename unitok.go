@@ -9,7 +9,6 @@
 package unitok
 
 import (
-	"fmt"
 	"math"
 	"os"
 	"runtime"
@@ -505,4 +504,3 @@ func checkFinite(op, what string, x []float32, width int) error {
 	return nil
 }
 
-var _ = fmt.Sprint

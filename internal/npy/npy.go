@@ -13,6 +13,8 @@ import (
 	"math"
 	"os"
 	"unsafe"
+
+	"github.com/unitok/unitok/internal/mmapfile"
 )
 
 // mmapThreshold: files smaller than this are read whole rather than mapped.
@@ -46,7 +48,7 @@ func Open(path string) (*Array, error) {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	size := st.Size()
-	if size < mmapThreshold || !canMmap {
+	if size < mmapThreshold || !mmapfile.Supported {
 		b, err := io.ReadAll(f)
 		if err != nil {
 			return nil, err
@@ -61,13 +63,13 @@ func Open(path string) (*Array, error) {
 	if int64(int(size)) != size {
 		return nil, fmt.Errorf("%s: file too large to map", path)
 	}
-	m, err := mmapFile(f, int(size))
+	m, err := mmapfile.Map(f, int(size))
 	if err != nil {
 		return nil, fmt.Errorf("mmap %s: %w", path, err)
 	}
 	a, err := FromBytes(m)
 	if err != nil {
-		munmap(m)
+		mmapfile.Unmap(m)
 		return nil, err
 	}
 	a.mapped, a.name = m, path
@@ -113,7 +115,7 @@ func (a *Array) Close() error {
 	if a.mapped != nil {
 		m := a.mapped
 		a.mapped = nil
-		return munmap(m)
+		return mmapfile.Unmap(m)
 	}
 	return nil
 }

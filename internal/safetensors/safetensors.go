@@ -23,6 +23,8 @@ import (
 	"github.com/unitok/unitok/internal/atomicfile"
 	"github.com/unitok/unitok/internal/ckpt"
 	"github.com/unitok/unitok/internal/npy"
+
+	"github.com/unitok/unitok/internal/mmapfile"
 )
 
 // MaxHeaderLen bounds the JSON header (the Rust implementation uses 100 MB).
@@ -76,7 +78,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	size := st.Size()
-	if size < mmapThreshold || !canMmap || int64(int(size)) != size {
+	if size < mmapThreshold || !mmapfile.Supported || int64(int(size)) != size {
 		b, err := io.ReadAll(f)
 		if err != nil {
 			return nil, err
@@ -88,13 +90,13 @@ func Open(path string) (*File, error) {
 		sf.name = path
 		return sf, nil
 	}
-	m, err := mmapFile(f, int(size))
+	m, err := mmapfile.Map(f, int(size))
 	if err != nil {
 		return nil, fmt.Errorf("mmap %s: %w", path, err)
 	}
 	sf, err := Parse(m)
 	if err != nil {
-		munmap(m)
+		mmapfile.Unmap(m)
 		return nil, err
 	}
 	sf.name, sf.mapped = path, m
@@ -337,7 +339,7 @@ func (f *File) Close() error {
 	if f.mapped != nil {
 		m := f.mapped
 		f.mapped = nil
-		return munmap(m)
+		return mmapfile.Unmap(m)
 	}
 	return nil
 }
