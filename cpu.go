@@ -275,4 +275,3 @@ func parallelFor(n, grain, threads int, fn func(worker, lo, hi int)) {
 	}
 	wg.Wait()
 }
-

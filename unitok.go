@@ -503,4 +503,3 @@ func checkFinite(op, what string, x []float32, width int) error {
 	}
 	return nil
 }
-
