@@ -5,10 +5,16 @@ package unitok
 import (
 	"math"
 	"math/rand/v2"
+	"simd/archsimd"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 )
+
+// The vector kernels must switch on exactly when the CPU has what they use.
+func TestSIMDEnabledWithAVX2AndFMA(t *testing.T) {
+	require.Equal(t, archsimd.X86.AVX2() && archsimd.X86.FMA(), SIMD())
+}
 
 func TestSIMDExpAccuracy(t *testing.T) {
 	if !SIMD() {

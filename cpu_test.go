@@ -61,5 +61,3 @@ func TestCPUProjectionsMatchFloat64Reference(t *testing.T) {
 }
 
 func nanF() float64 { return math.NaN() }
-
-func TestReportSIMD(t *testing.T) { t.Logf("CPU engine SIMD kernels: %v", SIMD()) }
