@@ -53,8 +53,6 @@ type simdKernels struct {
 	enabled  bool
 	gemmTile func(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool)
 	argmax   func(z, qt, qbias []float32, vpad, d int) int32
-	dot      func(a, b []float32) float32 // len(a) % 8 == 0
-	axpy     func(y []float32, a float32, x []float32)
 	exp      func(x []float32) // x[i] <= 0
 	geglu    func(gate, val []float32)
 	// gemm: dst (rows, O) = a (rows, I) x packed panels (+ bias, + dst);

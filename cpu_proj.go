@@ -222,9 +222,6 @@ func adaptiveAvgPool(dst, x []float32, R, L, out int) {
 }
 
 func dot(a, b []float32) float32 {
-	if simd.enabled && len(a)%8 == 0 {
-		return simd.dot(a, b)
-	}
 	b = b[:len(a)]
 	var s0, s1, s2, s3 float32
 	i := 0
@@ -241,10 +238,6 @@ func dot(a, b []float32) float32 {
 }
 
 func axpy(y []float32, a float32, x []float32) {
-	if simd.enabled && len(y)%8 == 0 {
-		simd.axpy(y, a, x)
-		return
-	}
 	x = x[:len(y)]
 	for i := range y {
 		y[i] += a * x[i]

@@ -14,7 +14,7 @@ import (
 
 func init() {
 	if archsimd.X86.AVX2() && archsimd.X86.FMA() {
-		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, dot: simdDot, axpy: simdAxpy, exp: simdExp, geglu: simdGeGLU, gemm: simdGemm}
+		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, exp: simdExp, geglu: simdGeGLU, gemm: simdGemm}
 	}
 }
 
@@ -182,32 +182,6 @@ func simdArgmax(z, qt, qbias []float32, vpad, d int) int32 {
 		}
 	}
 	return bi[w]
-}
-
-// simdDot is sum_i a[i] b[i] for len(a) a multiple of 8.
-func simdDot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1 archsimd.Float32x8
-	i := 0
-	for ; i+16 <= len(a); i += 16 {
-		s0 = archsimd.LoadFloat32x8Slice(a[i:]).MulAdd(archsimd.LoadFloat32x8Slice(b[i:]), s0)
-		s1 = archsimd.LoadFloat32x8Slice(a[i+8:]).MulAdd(archsimd.LoadFloat32x8Slice(b[i+8:]), s1)
-	}
-	if i < len(a) {
-		s0 = archsimd.LoadFloat32x8Slice(a[i:]).MulAdd(archsimd.LoadFloat32x8Slice(b[i:]), s0)
-	}
-	var v [8]float32
-	s0.Add(s1).Store(&v)
-	return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
-}
-
-// simdAxpy is y += a x for len(y) a multiple of 8.
-func simdAxpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	av := archsimd.BroadcastFloat32x8(a)
-	for i := 0; i < len(y); i += 8 {
-		archsimd.LoadFloat32x8Slice(x[i:]).MulAdd(av, archsimd.LoadFloat32x8Slice(y[i:])).StoreSlice(y[i:])
-	}
 }
 
 // expVec is exp(v) lane-wise: Cephes' expf (n = round(v log2 e),
