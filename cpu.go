@@ -51,7 +51,6 @@ type cpuBackend struct {
 // scalar code runs.
 type simdKernels struct {
 	enabled  bool
-	gemmTile func(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool)
 	argmax   func(z, qt, qbias []float32, vpad, d int) int32
 	exp      func(x []float32) // x[i] <= 0
 	geglu    func(gate, val []float32)

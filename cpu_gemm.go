@@ -16,7 +16,7 @@ func (b *cpuBackend) gemm(dst, a []float32, R int, w *Linear, accumulate bool) {
 		for t := lo; t < hi; t++ {
 			r0, c0 := (t/ct)*tr, (t%ct)*tc
 			if wt != nil {
-				simd.gemmTile(dst, a, w, wt, r0, min(r0+tr, R), c0, min(c0+tc, O), accumulate)
+				simd.gemm(dst, a, I, O, I, w.Bias, wt, r0, min(r0+tr, R), c0, min(c0+tc, O), accumulate)
 			} else {
 				gemmTile(dst, a, w, r0, min(r0+tr, R), c0, min(c0+tc, O), I, O, accumulate)
 			}

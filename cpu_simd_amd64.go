@@ -14,23 +14,17 @@ import (
 
 func init() {
 	if archsimd.X86.AVX2() && archsimd.X86.FMA() {
-		simd = simdKernels{enabled: true, gemmTile: simdGemmTile, argmax: simdArgmax, exp: simdExp, geglu: simdGeGLU, gemm: simdGemm}
+		simd = simdKernels{enabled: true, argmax: simdArgmax, exp: simdExp, geglu: simdGeGLU, gemm: simdGemm}
 	}
 }
 
-// simdGemmTile computes dst[r, c] = bias[c] + sum_k a[r, k] W[c, k]
+// simdGemm computes dst[r, c] = bias[c] + sum_k a[r, k] W[c, k]
 // (+ dst[r, c]) for rows [r0, r1) and columns [c0, c1), c0 a multiple of
-// 16, from W packed in 16-column panels (packPanels): 4 rows x 16 columns
-// per register block, k in order, one FMA per product, the panel read
-// contiguously.
-func simdGemmTile(dst, a []float32, w *Linear, wt []float32, r0, r1, c0, c1 int, accumulate bool) {
-	simdGemm(dst, a, w.In, w.Out, w.In, w.Bias, wt, r0, r1, c0, c1, accumulate)
-}
-
-// simdGemm is the register-blocked kernel behind simdGemmTile, with the
-// sizes explicit: a is (rows, I) row-major, dst (rows, O), and panel p of
-// the packed weight starts at p*panelK*16 and holds rows k < I of
-// (panelK, 16) (panelK >= I lets a caller use a prefix of each panel).
+// 16: a is (rows, I) row-major, dst (rows, O), and W is packed in
+// 16-column panels (packPanels): panel p starts at p*panelK*16 and holds
+// rows k < I of (panelK, 16) (panelK >= I lets a caller use a prefix of
+// each panel). 4 rows x 16 columns per register block, k in order, one FMA
+// per product, the panel read contiguously.
 func simdGemm(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0, c1 int, accumulate bool) {
 	if I == 0 {
 		return
