@@ -50,10 +50,10 @@ type cpuBackend struct {
 // built with GOEXPERIMENT=simd on a CPU with AVX2 and FMA. Otherwise the
 // scalar code runs.
 type simdKernels struct {
-	enabled  bool
-	argmax   func(z, qt, qbias []float32, vpad, d int) int32
-	exp      func(x []float32) // x[i] <= 0
-	geglu    func(gate, val []float32)
+	enabled bool
+	argmax  func(z, qt, qbias []float32, vpad, d int) int32
+	exp     func(x []float32) // x[i] <= 0
+	geglu   func(gate, val []float32)
 	// gemm: dst (rows, O) = a (rows, I) x packed panels (+ bias, + dst);
 	// see simdGemm.
 	gemm func(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0, c1 int, accumulate bool)
