@@ -9,7 +9,6 @@ package npy
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"unsafe"
@@ -35,44 +34,21 @@ type Array struct {
 // Open opens and validates a .npy file: the header is parsed strictly and
 // the file must hold exactly the bytes the shape implies.
 func Open(path string) (*Array, error) {
-	f, err := os.Open(path)
+	b, mapped, err := mmapfile.Load(path, mmapThreshold)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	a, err := FromBytes(b)
 	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	size := st.Size()
-	if size < mmapThreshold || !mmapfile.Supported {
-		b, err := io.ReadAll(f)
-		if err != nil {
-			return nil, err
+		if mapped {
+			mmapfile.Unmap(b)
 		}
-		a, err := FromBytes(b)
-		if err != nil {
-			return nil, err
-		}
-		a.name = path
-		return a, nil
-	}
-	if int64(int(size)) != size {
-		return nil, fmt.Errorf("%s: file too large to map", path)
-	}
-	m, err := mmapfile.Map(f, int(size))
-	if err != nil {
-		return nil, fmt.Errorf("mmap %s: %w", path, err)
-	}
-	a, err := FromBytes(m)
-	if err != nil {
-		mmapfile.Unmap(m)
 		return nil, err
 	}
-	a.mapped, a.name = m, path
+	a.name = path
+	if mapped {
+		a.mapped = b
+	}
 	return a, nil
 }
 

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"sort"
@@ -65,41 +64,21 @@ var _ ckpt.Reader = (*File)(nil)
 
 // Open memory-maps and validates a safetensors file.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	b, mapped, err := mmapfile.Load(path, mmapThreshold)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	sf, err := Parse(b)
 	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	size := st.Size()
-	if size < mmapThreshold || !mmapfile.Supported || int64(int(size)) != size {
-		b, err := io.ReadAll(f)
-		if err != nil {
-			return nil, err
+		if mapped {
+			mmapfile.Unmap(b)
 		}
-		sf, err := Parse(b)
-		if err != nil {
-			return nil, err
-		}
-		sf.name = path
-		return sf, nil
-	}
-	m, err := mmapfile.Map(f, int(size))
-	if err != nil {
-		return nil, fmt.Errorf("mmap %s: %w", path, err)
-	}
-	sf, err := Parse(m)
-	if err != nil {
-		mmapfile.Unmap(m)
 		return nil, err
 	}
-	sf.name, sf.mapped = path, m
+	sf.name = path
+	if mapped {
+		sf.mapped = b
+	}
 	return sf, nil
 }
 
