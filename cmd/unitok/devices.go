@@ -8,13 +8,30 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/unitok/unitok"
 	"github.com/unitok/unitok/internal/telemetry"
 )
 
-// readTelemetry takes one NVML reading; tests replace it.
-var readTelemetry = telemetry.Read
+// readTelemetry takes one NVML reading and openTelemetry opens NVML for
+// many; tests replace them.
+var (
+	readTelemetry = telemetry.Read
+	openTelemetry = func() (deviceMonitor, error) {
+		m, err := telemetry.Open()
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return m, nil
+	}
+)
+
+// deviceMonitor is what --watch reads: a *telemetry.Monitor.
+type deviceMonitor interface {
+	Snapshot() (telemetry.Snapshot, error)
+	Close() error
+}
 
 // cudaDeviceCount is the CUDA runtime's device count; set only in cuda
 // builds (devices_cuda.go).
@@ -24,15 +41,36 @@ var cudaDeviceCount func() (int, error)
 // {"nvml","driver_version","cuda_driver_version","gpus":[...]}. Without
 // NVML the table mode prints only the error and --json prints the object
 // with "nvml" holding the reason and "gpus":[]; both then exit 1.
+//
+// --json --watch D prints one such object per line every D, each with a
+// "time" key added (RFC 3339, UTC), until killed or --count objects are
+// out: a log to run beside a benchmark. A failed reading is printed like
+// any other and watching goes on; the exit status is 1 if the last one
+// failed. Without NVML it stops after the first line.
 func runDevices(args []string, stdout io.Writer) error {
 	fs := newFlagSet("devices")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	watch := fs.Duration("watch", 0, "with --json: print a reading every interval")
+	count := fs.Int("count", 0, "with --watch: stop after this many readings (0: until killed)")
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
-		return fmt.Errorf("devices: unexpected argument %q (devices takes only --json)", pos[0])
+		return fmt.Errorf("devices: unexpected argument %q (devices takes only --json, --watch and --count)", pos[0])
+	}
+	switch {
+	case *watch < 0:
+		return fmt.Errorf("devices: --watch %v is negative", *watch)
+	case *watch > 0 && !*asJSON:
+		return errors.New("devices: --watch needs --json")
+	case *count < 0:
+		return fmt.Errorf("devices: --count %d is negative", *count)
+	case *count > 0 && *watch == 0:
+		return errors.New("devices: --count needs --watch")
+	}
+	if *watch > 0 {
+		return watchDevices(stdout, *watch, *count)
 	}
 	snap, err := readTelemetry()
 	if *asJSON {
@@ -50,6 +88,44 @@ func runDevices(args []string, stdout io.Writer) error {
 	}
 	printDevices(stdout, snap)
 	return err
+}
+
+// timedReport is one line of --watch: the report and when it was read.
+type timedReport struct {
+	Time string `json:"time"`
+	telemetry.Report
+}
+
+func watchDevices(w io.Writer, every time.Duration, count int) error {
+	m, err := openTelemetry()
+	if err != nil {
+		b, jerr := json.Marshal(timedReport{time.Now().UTC().Format(time.RFC3339Nano), telemetry.NewReport(telemetry.Snapshot{}, err)})
+		if jerr != nil {
+			return jerr
+		}
+		fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	defer m.Close()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for i := 0; ; i++ {
+		snap, err := m.Snapshot()
+		if snap.Time.IsZero() {
+			snap.Time = time.Now()
+		}
+		b, jerr := json.Marshal(timedReport{snap.Time.UTC().Format(time.RFC3339Nano), telemetry.NewReport(snap, err)})
+		if jerr != nil {
+			return jerr
+		}
+		if _, werr := fmt.Fprintf(w, "%s\n", b); werr != nil {
+			return werr
+		}
+		if count > 0 && i+1 == count {
+			return err
+		}
+		<-t.C
+	}
 }
 
 func printDevices(w io.Writer, s telemetry.Snapshot) {

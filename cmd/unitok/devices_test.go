@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -101,7 +103,7 @@ func TestDevicesBadArgs(t *testing.T) {
 	r := cli("devices", "extra")
 	assert.Equal(t, 1, r.code)
 	assert.Empty(t, r.stdout)
-	assert.Equal(t, "unitok: devices: unexpected argument \"extra\" (devices takes only --json)\n", r.stderr)
+	assert.Equal(t, "unitok: devices: unexpected argument \"extra\" (devices takes only --json, --watch and --count)\n", r.stderr)
 	r = cli("devices", "--jsn")
 	assert.Equal(t, 1, r.code)
 	assert.Equal(t, "unitok: devices: unknown flag --jsn\n", r.stderr)
@@ -126,6 +128,10 @@ func TestDevicesReal(t *testing.T) {
 		assert.Equal(t, 1, h.code)
 		assert.Empty(t, h.stdout)
 		assert.Equal(t, r.stderr, h.stderr)
+		w := cli("devices", "--json", "--watch", "10ms", "--count", "2")
+		assert.Equal(t, 1, w.code)
+		assert.Equal(t, 1, strings.Count(w.stdout, "\n"), "stops at once without NVML")
+		assert.Contains(t, w.stdout, `"nvml":`+strconv.Quote(rep.NVML))
 		return
 	}
 	assert.Equal(t, 0, r.code, r.stderr)
@@ -134,6 +140,9 @@ func TestDevicesReal(t *testing.T) {
 	h := cli("devices")
 	assert.Equal(t, 0, h.code, h.stderr)
 	t.Logf("\n%s", h.stdout)
+	w := cli("devices", "--json", "--watch", "10ms", "--count", "2")
+	assert.Equal(t, 0, w.code, w.stderr)
+	assert.Equal(t, 2, strings.Count(w.stdout, "\n"))
 }
 
 // The CUDA engine line says what this build has: in a cuda build the
@@ -147,4 +156,97 @@ func TestCUDAEngineLine(t *testing.T) {
 	}
 	require.NotNil(t, cudaDeviceCount)
 	assert.Regexp(t, `^CUDA engine: built in; (the CUDA runtime sees [0-9]+ GPU\(s\)|no GPU usable: .+)$`, line)
+}
+
+// fakeMonitor replays readings; the last one repeats.
+type fakeMonitor struct {
+	reads  []fakeReading
+	n      int
+	closed bool
+}
+
+type fakeReading struct {
+	s   telemetry.Snapshot
+	err error
+}
+
+func (f *fakeMonitor) Snapshot() (telemetry.Snapshot, error) {
+	r := f.reads[min(f.n, len(f.reads)-1)]
+	f.n++
+	r.s.Time = time.Now()
+	return r.s, r.err
+}
+
+func (f *fakeMonitor) Close() error { f.closed = true; return nil }
+
+func withMonitor(t *testing.T, m deviceMonitor, err error) {
+	t.Helper()
+	old := openTelemetry
+	openTelemetry = func() (deviceMonitor, error) { return m, err }
+	t.Cleanup(func() { openTelemetry = old })
+}
+
+func TestDevicesWatch(t *testing.T) {
+	lost := errors.New("gpu 1: nvmlDeviceGetTemperature: GPU is lost")
+	f := &fakeMonitor{reads: []fakeReading{{s: twoGPUs()}, {s: twoGPUs(), err: lost}, {s: twoGPUs()}}}
+	withMonitor(t, f, nil)
+	r := cli("devices", "--json", "--watch", "1ms", "--count", "3")
+	assert.Equal(t, 0, r.code, r.stderr)
+	assert.True(t, f.closed)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	require.Len(t, lines, 3, r.stdout)
+	var prev time.Time
+	for i, l := range lines {
+		var obj map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &obj), l)
+		assert.ElementsMatch(t, []string{"time", "nvml", "driver_version", "cuda_driver_version", "gpus"}, keys(obj))
+		ts, err := time.Parse(time.RFC3339Nano, obj["time"].(string))
+		require.NoError(t, err)
+		assert.True(t, ts.After(prev), "times increase")
+		prev = ts
+		assert.Len(t, obj["gpus"], 2)
+		if i == 1 {
+			assert.Equal(t, lost.Error(), obj["nvml"])
+		} else {
+			assert.Equal(t, "ok", obj["nvml"])
+		}
+	}
+
+	// The last reading failed: exit 1.
+	f = &fakeMonitor{reads: []fakeReading{{s: twoGPUs()}, {s: twoGPUs(), err: lost}}}
+	withMonitor(t, f, nil)
+	r = cli("devices", "--json", "--watch", "1ms", "--count", "2")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, 2, strings.Count(r.stdout, "\n"))
+	assert.Equal(t, "unitok: "+lost.Error()+"\n", r.stderr)
+
+	// No NVML: one line and exit 1, at once.
+	withMonitor(t, nil, &telemetry.NotAvailableError{Reason: "no driver"})
+	r = cli("devices", "--json", "--watch", "1h")
+	assert.Equal(t, 1, r.code)
+	assert.Regexp(t, `^\{"time":"[0-9T:.Z-]+","nvml":"no driver","driver_version":"","cuda_driver_version":0,"gpus":\[\]\}\n$`, r.stdout)
+	assert.Equal(t, "unitok: NVML not available: no driver\n", r.stderr)
+
+	for _, c := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--watch", "1s"}, "devices: --watch needs --json"},
+		{[]string{"--json", "--count", "2"}, "devices: --count needs --watch"},
+		{[]string{"--json", "--watch", "-1s"}, "devices: --watch -1s is negative"},
+		{[]string{"--json", "--watch", "1s", "--count", "-1"}, "devices: --count -1 is negative"},
+	} {
+		r := cli(append([]string{"devices"}, c.args...)...)
+		assert.Equal(t, 1, r.code, c.args)
+		assert.Empty(t, r.stdout, c.args)
+		assert.Equal(t, "unitok: "+c.msg+"\n", r.stderr, c.args)
+	}
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
