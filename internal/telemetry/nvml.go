@@ -3,8 +3,10 @@
 package telemetry
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/dl"
@@ -23,6 +25,13 @@ func Open() (*Monitor, error) { return openPath(libraryName) }
 // openPath opens NVML from the named library file (tests point it at a
 // file that does not exist).
 func openPath(path string) (*Monitor, error) {
+	// go-nvml calls NVML through symbols left unresolved at link time and
+	// bound when dlopen loads the library RTLD_GLOBAL. A statically linked
+	// executable has them fixed at address 0 instead: nvmlInit would jump
+	// to 0 and kill the process (SIGSEGV), so refuse first.
+	if static, err := isStatic("/proc/self/exe"); err == nil && static {
+		return nil, notAvailable("this executable is statically linked and cannot load %s (link it dynamically)", path)
+	}
 	m, err := openWith(nvml.New(nvml.WithLibraryPath(path)))
 	var r nvml.Return
 	switch {
@@ -40,6 +49,27 @@ func openPath(path string) (*Monitor, error) {
 		return nil, notAvailable("nvmlInit: %v", r)
 	}
 	return nil, err
+}
+
+// isStatic reports whether the ELF executable at path is statically
+// linked: no program interpreter and not the dynamic loader itself (which
+// is what /proc/self/exe names when a program is started as
+// "ld-linux-x86-64.so.2 PROGRAM").
+func isStatic(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false, nil
+		}
+	}
+	if soname, err := f.DynString(elf.DT_SONAME); err == nil && len(soname) > 0 && strings.HasPrefix(soname[0], "ld-") {
+		return false, nil
+	}
+	return true, nil
 }
 
 // openWith starts a session on lib: the real library, or one of go-nvml's

@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -343,4 +346,43 @@ func TestMockSampler(t *testing.T) {
 	assert.Equal(t, uint32(1980), g.MinSMClockMHz)
 	assert.Equal(t, []string{}, g.ThrottleReasons)
 	assert.False(t, slices.Contains(g.ThrottleReasons, "hw_slowdown"))
+}
+
+// A statically linked executable would jump to address 0 in nvmlInit; it
+// must be recognized (and the dynamic loader, which /proc/self/exe names
+// when a program is started through it, must not be mistaken for one).
+func TestIsStatic(t *testing.T) {
+	st, err := isStatic("/proc/self/exe")
+	require.NoError(t, err)
+	assert.False(t, st, "this test binary is dynamic")
+	if ld, err := filepath.EvalSymlinks("/lib64/ld-linux-x86-64.so.2"); err == nil {
+		st, err := isStatic(ld)
+		require.NoError(t, err)
+		assert.False(t, st, "the dynamic loader")
+	}
+	_, err = isStatic("/nonexistent")
+	assert.Error(t, err)
+
+	cc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skipf("no gcc to build a static executable: %v", err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "m.c")
+	require.NoError(t, os.WriteFile(src, []byte("int main(void){return 0;}\n"), 0o644))
+	for _, c := range []struct {
+		flags  []string
+		static bool
+	}{{nil, false}, {[]string{"-static"}, true}, {[]string{"-static-pie"}, true}} {
+		out := filepath.Join(dir, fmt.Sprintf("m%d", len(c.flags)))
+		if b, err := exec.Command(cc, append(c.flags, "-o", out, src)...).CombinedOutput(); err != nil {
+			t.Logf("gcc %v: %v %s (skipped)", c.flags, err, b)
+			continue
+		}
+		out2 := out + strings.Join(c.flags, "")
+		require.NoError(t, os.Rename(out, out2))
+		st, err := isStatic(out2)
+		require.NoError(t, err)
+		assert.Equal(t, c.static, st, "gcc %v", c.flags)
+	}
 }
