@@ -109,7 +109,7 @@ func TestDevicesBadArgs(t *testing.T) {
 	assert.Equal(t, "unitok: devices: unknown flag --jsn\n", r.stderr)
 	r = cli("devices", "-h")
 	assert.Equal(t, 0, r.code)
-	assert.Contains(t, r.stdout, "devices  [--json]")
+	assert.Contains(t, r.stdout, "devices  [--json [--watch D [--count N]]]")
 }
 
 // The real NVML of this machine: without a driver (the build machines), exit

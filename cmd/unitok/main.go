@@ -7,7 +7,7 @@
 //	unitok inspect  CKPT                                # config, tensors, what is missing
 //	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
-//	unitok devices  [--json]                            # GPUs as NVML sees them
+//	unitok devices  [--json [--watch D [--count N]]]    # GPUs as NVML sees them
 //
 // Every failure prints one line, "unitok: <what went wrong>", to stderr and
 // exits with status 1. Outputs are written atomically: a failed run leaves
@@ -38,7 +38,7 @@ commands:
   inspect  [--json] CKPT                                           config, tensors, what is missing
   convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
-  devices  [--json]                                                GPUs (NVML): memory, clocks, power, throttling
+  devices  [--json [--watch D [--count N]]]                        GPUs (NVML): memory, clocks, power, throttling
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D

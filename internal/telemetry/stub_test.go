@@ -1,4 +1,4 @@
-//go:build !(linux && cgo)
+//go:build !(linux && cgo) || nonvml
 
 package telemetry
 
@@ -14,7 +14,7 @@ func TestStubNotAvailable(t *testing.T) {
 	m, err := Open()
 	assert.Nil(t, m)
 	require.ErrorIs(t, err, ErrNotAvailable)
-	assert.Regexp(t, `^NVML not available: (this binary was built without cgo|NVML telemetry is supported on Linux only)`, err.Error())
+	assert.Regexp(t, `^NVML not available: (this binary was built without cgo|NVML telemetry is supported on Linux only|this binary was built with -tags nonvml)`, err.Error())
 	_, err = Read()
 	require.ErrorIs(t, err, ErrNotAvailable)
 }

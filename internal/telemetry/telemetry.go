@@ -10,8 +10,14 @@
 // panics.
 //
 // go-nvml needs cgo (NVIDIA/go-nvml#49), so the NVML code lives in a
-// linux && cgo file; other builds get a stub whose Open always reports
-// "not available". This is the only package that imports go-nvml.
+// linux && cgo file; other builds, and builds with -tags nonvml, get a stub
+// whose Open always reports "not available". This is the only package that
+// imports go-nvml.
+//
+// Linking go-nvml makes the default build of a command a dynamically linked
+// cgo executable (glibc's dlopen). A statically linked one cannot use NVML
+// (its NVML calls are bound to address 0); Open detects that and reports
+// "not available" rather than crash.
 //
 // NVML enumerates every GPU on the machine in NVML order (PCI bus order);
 // CUDA_VISIBLE_DEVICES does not apply to it, so NVML index i need not be
