@@ -1,0 +1,210 @@
+// Package imageio reads images and prepares them for UniTok exactly as
+// UniTok's inference.py does with PIL and torchvision:
+//
+//	Image.open(p).convert("RGB")                    -> Decode + ToRGB
+//	transforms.Resize(int(img_size*resize_ratio))   -> ResizeShorter (PIL bilinear, bit-exact)
+//	transforms.CenterCrop(img_size)                 -> CenterCrop
+//	transforms.ToTensor(), normalize_01_into_pm1    -> ToTensor
+//	save_img                                        -> FromTensor + EncodePNG
+//
+// Preprocess runs all of them. Everything is pure Go.
+package imageio
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/gif"
+	_ "image/jpeg" // registers JPEG with image.Decode
+	"image/png"
+	"io"
+	"os"
+
+	_ "golang.org/x/image/bmp"  // registers BMP
+	_ "golang.org/x/image/webp" // registers WebP
+)
+
+// DefaultMaxPixels is the pixel limit Decode applies when given maxPixels <= 0:
+// 100 megapixels, refused from the header before any pixel is decoded.
+const DefaultMaxPixels int64 = 100_000_000
+
+// Sentinel errors; every error Decode returns wraps exactly one of them, so
+// callers can map them (the root package maps all three to ErrBadInput).
+var (
+	// ErrUnknownFormat: the bytes are not PNG, JPEG, GIF, BMP or WebP.
+	ErrUnknownFormat = errors.New("not a PNG, JPEG, GIF, BMP or WebP image")
+	// ErrTooLarge: width*height exceeds the pixel limit.
+	ErrTooLarge = errors.New("image too large")
+	// ErrCorrupt: the header or the pixel data could not be decoded
+	// (truncated file, bad checksum, unsupported variant).
+	ErrCorrupt = errors.New("corrupt or truncated image")
+)
+
+// formatError wraps a decoder error as one line naming the format.
+type formatError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *formatError) Error() string { return e.msg }
+func (e *formatError) Unwrap() error { return e.sentinel }
+
+// DecodeConfig reads only the header: the dimensions, Go's color model and
+// the format name ("png", "jpeg", "gif", "bmp" or "webp").
+func DecodeConfig(r io.Reader) (image.Config, string, error) {
+	cfg, format, err := image.DecodeConfig(r)
+	if err != nil {
+		return image.Config{}, "", classify(format, "header", err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return image.Config{}, format, &formatError{ErrCorrupt, fmt.Sprintf("%s image has no pixels (%dx%d)", format, cfg.Width, cfg.Height)}
+	}
+	return cfg, format, nil
+}
+
+// Decode reads a whole PNG, JPEG, GIF (first frame), BMP or WebP image.
+// Images with more than maxPixels pixels (DefaultMaxPixels when
+// maxPixels <= 0) are refused from the header, before decoding. Errors are
+// one line and wrap ErrUnknownFormat, ErrTooLarge or ErrCorrupt.
+//
+// Two adjustments make the result carry what PIL sees:
+//   - GIF: Go's decoder replaces the transparent palette entry with
+//     transparent black; PIL keeps the stored color, and convert("RGB") shows
+//     it. Decode keeps the stored color (the palette entry stays opaque).
+//   - PNG 16-bit gray with a tRNS chunk: Go returns NRGBA64, which would be
+//     indistinguishable from 16-bit RGB; PIL opens it as mode I;16, whose
+//     conversion to RGB differs (it clips at 255). Decode returns
+//     *image.Gray16 (the transparency key is dropped, as convert("RGB")
+//     drops it).
+func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading image: %w", err)
+	}
+	cfg, format, err := DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return nil, format, err
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
+		return nil, format, &formatError{ErrTooLarge, fmt.Sprintf("%s image is %dx%d = %d pixels, over the limit of %d", format, cfg.Width, cfg.Height, px, maxPixels)}
+	}
+	var img image.Image
+	switch format {
+	case "gif":
+		img, err = gif.Decode(bytes.NewReader(gifKeepTransparentColor(data)))
+	default:
+		img, _, err = image.Decode(bytes.NewReader(data))
+	}
+	if err != nil {
+		return nil, format, classify(format, "data", err)
+	}
+	if format == "png" && isGray16PNG(data) {
+		if m, ok := img.(*image.NRGBA64); ok {
+			img = nrgba64ToGray16(m)
+		}
+	}
+	return img, format, nil
+}
+
+// Load opens and decodes the file at path (see Decode).
+func Load(path string, maxPixels int64) (image.Image, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	img, format, err := Decode(f, maxPixels)
+	if err != nil {
+		return nil, format, fmt.Errorf("%s: %w", path, err)
+	}
+	return img, format, nil
+}
+
+func classify(format, part string, err error) error {
+	if errors.Is(err, image.ErrFormat) {
+		return &formatError{ErrUnknownFormat, ErrUnknownFormat.Error()}
+	}
+	msg := err.Error()
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		msg = "unexpected end of file"
+	}
+	return &formatError{ErrCorrupt, fmt.Sprintf("%s image %s is truncated or corrupt: %s", format, part, oneLine(msg))}
+}
+
+func oneLine(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '\n' || c == '\r' {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// isGray16PNG reports whether the PNG header says color type 0 (gray) at
+// bit depth 16. IHDR is always the first chunk: signature (8), length (4),
+// "IHDR" (4), width (4), height (4), bit depth (1), color type (1).
+func isGray16PNG(data []byte) bool {
+	return len(data) >= 26 && string(data[12:16]) == "IHDR" && data[24] == 16 && data[25] == 0
+}
+
+func nrgba64ToGray16(m *image.NRGBA64) *image.Gray16 {
+	b := m.Bounds()
+	g := image.NewGray16(b)
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		src := m.Pix[m.PixOffset(b.Min.X, y):]
+		dst := g.Pix[g.PixOffset(b.Min.X, y):]
+		for x := 0; x < b.Dx(); x++ {
+			dst[2*x], dst[2*x+1] = src[8*x], src[8*x+1]
+		}
+	}
+	return g
+}
+
+// gifKeepTransparentColor returns data with the transparency flag of the
+// graphic control extension that precedes the first image cleared, so that
+// Go's decoder keeps the palette color stored at the transparent index (as
+// PIL does). Data it cannot walk is returned unchanged (the decoder then
+// reports the problem).
+func gifKeepTransparentColor(data []byte) []byte {
+	const hdr = 6 + 7
+	if len(data) < hdr {
+		return data
+	}
+	p := hdr
+	if flags := data[10]; flags&0x80 != 0 {
+		p += 3 << ((flags & 7) + 1)
+	}
+	for p < len(data) {
+		switch data[p] {
+		case 0x21: // extension: label, then sub-blocks
+			if p+1 >= len(data) {
+				return data
+			}
+			label := data[p+1]
+			q := p + 2
+			if label == 0xF9 && q+4 < len(data) && data[q] == 4 && data[q+1]&1 != 0 {
+				out := append([]byte(nil), data...)
+				out[q+1] &^= 1
+				return out
+			}
+			for q < len(data) && data[q] != 0 {
+				q += int(data[q]) + 1
+			}
+			p = q + 1
+		default: // image descriptor (0x2C), trailer or garbage: stop
+			return data
+		}
+	}
+	return data
+}
+
+// EncodePNG writes img as a PNG (Go's encoder at default compression; the
+// pixel values are what matters, the bytes differ from PIL's).
+func EncodePNG(w io.Writer, img image.Image) error {
+	return png.Encode(w, img)
+}
