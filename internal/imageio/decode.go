@@ -68,7 +68,10 @@ func DecodeConfig(r io.Reader) (image.Config, string, error) {
 // maxPixels <= 0) are refused from the header, before decoding. Errors are
 // one line and wrap ErrUnknownFormat, ErrTooLarge or ErrCorrupt.
 //
-// Two adjustments make the result carry what PIL sees:
+// Three adjustments make the result carry what PIL sees:
+//   - lossy WebP: Go's decoder returns YCbCr planes that its color
+//     conversion would read as full-range JPEG YCbCr; Decode converts them
+//     as libwebp does (limited range, fancy upsampling) to *image.NRGBA.
 //   - GIF: Go's decoder replaces the transparent palette entry with
 //     transparent black; PIL keeps the stored color, and convert("RGB") shows
 //     it. Decode keeps the stored color (the palette entry stays opaque).
@@ -101,6 +104,17 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 	}
 	if err != nil {
 		return nil, format, classify(format, "data", err)
+	}
+	if format == "webp" {
+		// Go's VP8 decoder returns the planes; libwebp (PIL) converts them
+		// with limited-range BT.601 and fancy upsampling. Go's own YCbCr
+		// conversion would read them as full-range JFIF: wrong colors.
+		switch m := img.(type) {
+		case *image.YCbCr:
+			img = webpToNRGBA(m, nil, 0)
+		case *image.NYCbCrA:
+			img = webpToNRGBA(&m.YCbCr, m.A, m.AStride)
+		}
 	}
 	if format == "png" && isGray16PNG(data) {
 		if m, ok := img.(*image.NRGBA64); ok {

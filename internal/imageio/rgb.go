@@ -31,9 +31,11 @@ func NewRGB(w, h int) *RGB {
 //   - Paletted (P): palette lookup, transparency ignored.
 //   - CMYK (JPEG, after the Adobe inversion Go's decoder applies): PIL's
 //     cmyk2rgb, R = nk - (c*nk)/255 rounded as MULDIV255, nk = 255-k.
-//   - YCbCr / NYCbCrA (JPEG, lossy WebP): Go's YCbCr->RGB conversion.
-//     libjpeg-turbo (PIL) upsamples chroma and rounds differently, so JPEG
-//     inputs are close to, not equal to, PIL's.
+//   - YCbCr / NYCbCrA (JPEG): libjpeg-turbo's conversion, as PIL gets it:
+//     fancy (triangle) chroma upsampling for 4:2:0 and 4:2:2 and jdcolor.c's
+//     fixed-point tables. Go's IDCT is not libjpeg-turbo's, so JPEG inputs
+//     are close to, not equal to, PIL's (about 98% of values equal, the
+//     rest off by one). Lossy WebP never reaches here: Decode converts it.
 //   - anything else: through color.NRGBAModel.
 func ToRGB(img image.Image) *RGB {
 	b := img.Bounds()
@@ -135,9 +137,9 @@ func ToRGB(img image.Image) *RGB {
 			}
 		}
 	case *image.YCbCr:
-		ycbcrToRGB(out, m, b)
+		jpegToRGB(out, m)
 	case *image.NYCbCrA:
-		ycbcrToRGB(out, &m.YCbCr, b)
+		jpegToRGB(out, &m.YCbCr)
 	default:
 		i := 0
 		for y := b.Min.Y; y < b.Max.Y; y++ {
@@ -173,16 +175,4 @@ func paletteRGB(c color.Color) [3]uint8 {
 func cmykChannel(v uint8, nk int) uint8 {
 	t := int(v)*nk + 128
 	return uint8(nk - ((t>>8)+t)>>8)
-}
-
-func ycbcrToRGB(out *RGB, m *image.YCbCr, b image.Rectangle) {
-	i := 0
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		for x := b.Min.X; x < b.Max.X; x++ {
-			yi, ci := m.YOffset(x, y), m.COffset(x, y)
-			r, g, bb := color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
-			out.Pix[i], out.Pix[i+1], out.Pix[i+2] = r, g, bb
-			i += 3
-		}
-	}
 }
