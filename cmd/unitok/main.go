@@ -37,6 +37,7 @@ commands:
   inspect  [--json] CKPT                                           config, tensors, what is missing
   convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
+  preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
@@ -79,6 +80,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runConvert(rest, stdout, stderr)
 	case "bench":
 		return runBench(rest, stdout)
+	case "preprocess":
+		return runPreprocess(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp

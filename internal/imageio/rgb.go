@@ -87,9 +87,11 @@ func ToRGB(img image.Image) *RGB {
 				p := src[4*x : 4*x+4]
 				if p[3] == 0xff {
 					dst[3*x], dst[3*x+1], dst[3*x+2] = p[0], p[1], p[2]
-				} else {
-					c := color.NRGBAModel.Convert(color.RGBA{p[0], p[1], p[2], p[3]}).(color.NRGBA)
-					dst[3*x], dst[3*x+1], dst[3*x+2] = c.R, c.G, c.B
+				} else if a := uint32(p[3]) * 0x101; a != 0 {
+					// color.NRGBAModel's un-premultiplication, inlined.
+					dst[3*x] = uint8((uint32(p[0]) * 0x101 * 0xffff / a) >> 8)
+					dst[3*x+1] = uint8((uint32(p[1]) * 0x101 * 0xffff / a) >> 8)
+					dst[3*x+2] = uint8((uint32(p[2]) * 0x101 * 0xffff / a) >> 8)
 				}
 			}
 		}
