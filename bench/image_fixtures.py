@@ -81,6 +81,43 @@ def png_raw(w, h, color_type, depth, pixels, trns=None):
     return out + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
+def gif_raw(sw, sh, pal, rect, idx, trns=None, bg=0, local=False):
+    """A one-frame GIF whose frame may cover only part of the logical screen (PIL's writer
+    always covers it). LZW is written uncompressed: 9-bit literal codes, a clear code
+    every 250, so the code table never grows past 9 bits."""
+    x0, y0, w, h = rect
+    codes = []
+    for n, v in enumerate(idx.flatten()):
+        if n % 250 == 0:
+            codes.append(256)
+        codes.append(int(v))
+    codes.append(257)
+    bits = nb = 0
+    lzw = bytearray()
+    for c in codes:
+        bits |= c << nb
+        nb += 9
+        while nb >= 8:
+            lzw.append(bits & 255)
+            bits >>= 8
+            nb -= 8
+    if nb:
+        lzw.append(bits & 255)
+    table = bytes(pal) + bytes(768 - len(pal))
+    out = b"GIF89a" + struct.pack("<HHBBB", sw, sh, 0 if local else 0x87, bg, 0)
+    if not local:
+        out += table
+    if trns is not None:
+        out += b"\x21\xf9\x04" + bytes([1, 0, 0, trns, 0])
+    out += b"\x2c" + struct.pack("<HHHHB", x0, y0, w, h, 0x87 if local else 0)
+    if local:
+        out += table
+    out += b"\x08"
+    for i in range(0, len(lzw), 255):
+        out += bytes([len(lzw[i:i + 255])]) + lzw[i:i + 255]
+    return out + b"\x00\x3b"
+
+
 def photo(name, size=None):
     im = Image.open(os.path.join(SKDATA, name))
     im.load()
@@ -218,6 +255,14 @@ def main():
     add("gif", encode(gif, "GIF"), "gif")
     # Transparent index 3; its stored color is not black, and convert("RGB") shows it.
     add("gif_trns", encode(gif, "GIF", transparency=3), "gif")
+    # First frame smaller than the screen: PIL fills the rest with the transparent index,
+    # else index 0, of the frame's palette (global or local).
+    grng = np.random.default_rng(1)
+    gpal = grng.integers(0, 256, 768).astype(np.uint8)
+    gidx = grng.integers(0, 256, (10, 20)).astype(np.uint8)
+    add("gif_subframe", gif_raw(32, 24, gpal, (5, 3, 20, 10), gidx, bg=9), "gif")
+    add("gif_subframe_trns", gif_raw(32, 24, gpal, (5, 3, 20, 10), gidx, trns=7), "gif")
+    add("gif_subframe_local", gif_raw(32, 24, gpal[::-1], (5, 3, 20, 10), gidx, trns=5, bg=3, local=True), "gif")
     add("bmp", encode(cof, "BMP"), "bmp")
     add("bmp_palette", encode(pal, "BMP"), "bmp")
 

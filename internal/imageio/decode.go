@@ -68,13 +68,16 @@ func DecodeConfig(r io.Reader) (image.Config, string, error) {
 // maxPixels <= 0) are refused from the header, before decoding. Errors are
 // one line and wrap ErrUnknownFormat, ErrTooLarge or ErrCorrupt.
 //
-// Three adjustments make the result carry what PIL sees:
+// Four adjustments make the result carry what PIL sees:
 //   - lossy WebP: Go's decoder returns YCbCr planes that its color
 //     conversion would read as full-range JPEG YCbCr; Decode converts them
 //     as libwebp does (limited range, fancy upsampling) to *image.NRGBA.
 //   - GIF: Go's decoder replaces the transparent palette entry with
 //     transparent black; PIL keeps the stored color, and convert("RGB") shows
 //     it. Decode keeps the stored color (the palette entry stays opaque).
+//   - GIF whose first frame covers only part of the logical screen: PIL's
+//     image is screen-sized, filled with the transparent index (else index
+//     0); Decode returns the same.
 //   - PNG 16-bit gray with a tRNS chunk: Go returns NRGBA64, which would be
 //     indistinguishable from 16-bit RGB; PIL opens it as mode I;16, whose
 //     conversion to RGB differs (it clips at 255). Decode returns
@@ -98,7 +101,12 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 	var img image.Image
 	switch format {
 	case "gif":
-		img, err = gif.Decode(bytes.NewReader(gifKeepTransparentColor(data)))
+		var trns int
+		data, trns = gifKeepTransparentColor(data)
+		img, err = gif.Decode(bytes.NewReader(data))
+		if m, ok := img.(*image.Paletted); ok && err == nil {
+			img = gifCanvas(m, cfg.Width, cfg.Height, trns)
+		}
 	default:
 		img, _, err = image.Decode(bytes.NewReader(data))
 	}
@@ -182,39 +190,57 @@ func nrgba64ToGray16(m *image.NRGBA64) *image.Gray16 {
 // gifKeepTransparentColor returns data with the transparency flag of the
 // graphic control extension that precedes the first image cleared, so that
 // Go's decoder keeps the palette color stored at the transparent index (as
-// PIL does). Data it cannot walk is returned unchanged (the decoder then
-// reports the problem).
-func gifKeepTransparentColor(data []byte) []byte {
+// PIL does), and that index (-1 if none). Data it cannot walk is returned
+// unchanged (the decoder then reports the problem).
+func gifKeepTransparentColor(data []byte) ([]byte, int) {
 	const hdr = 6 + 7
 	if len(data) < hdr {
-		return data
+		return data, -1
 	}
 	p := hdr
 	if flags := data[10]; flags&0x80 != 0 {
 		p += 3 << ((flags & 7) + 1)
 	}
 	for p < len(data) {
-		switch data[p] {
-		case 0x21: // extension: label, then sub-blocks
-			if p+1 >= len(data) {
-				return data
-			}
-			label := data[p+1]
-			q := p + 2
-			if label == 0xF9 && q+4 < len(data) && data[q] == 4 && data[q+1]&1 != 0 {
-				out := append([]byte(nil), data...)
-				out[q+1] &^= 1
-				return out
-			}
-			for q < len(data) && data[q] != 0 {
-				q += int(data[q]) + 1
-			}
-			p = q + 1
-		default: // image descriptor (0x2C), trailer or garbage: stop
-			return data
+		if data[p] != 0x21 || p+1 >= len(data) {
+			// Image descriptor (0x2C), trailer or garbage: stop.
+			return data, -1
+		}
+		// Extension: label, then sub-blocks.
+		label := data[p+1]
+		q := p + 2
+		if label == 0xF9 && q+4 < len(data) && data[q] == 4 && data[q+1]&1 != 0 {
+			out := append([]byte(nil), data...)
+			out[q+1] &^= 1
+			return out, int(data[q+4])
+		}
+		for q < len(data) && data[q] != 0 {
+			q += int(data[q]) + 1
+		}
+		p = q + 1
+	}
+	return data, -1
+}
+
+// gifCanvas places a first frame that does not cover the logical screen on
+// a screen-sized image filled, as PIL fills it, with the transparent index
+// if there is one and index 0 otherwise (not the background color).
+func gifCanvas(m *image.Paletted, w, h, trns int) *image.Paletted {
+	screen := image.Rect(0, 0, w, h)
+	if m.Rect == screen {
+		return m
+	}
+	out := image.NewPaletted(screen, m.Palette)
+	if trns > 0 {
+		for i := range out.Pix {
+			out.Pix[i] = uint8(trns)
 		}
 	}
-	return data
+	r := m.Rect.Intersect(screen)
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		copy(out.Pix[out.PixOffset(r.Min.X, y):out.PixOffset(r.Max.X, y)], m.Pix[m.PixOffset(r.Min.X, y):])
+	}
+	return out
 }
 
 // EncodePNG writes img as a PNG (Go's encoder at default compression; the
