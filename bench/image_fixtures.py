@@ -12,7 +12,7 @@ Writes testdata/images/ (run from the repository root with /work/venv/bin/python
   pm1.npy               float32 (256,): ToTensor + normalize_01_into_pm1 of every byte value
   save_in.npy/save_out.npy  inference.py's save_img on awkward values (ties, NaN, inf)
   sizes.json            torchvision's Resize(288) output size for many input sizes
-  cases.json            the case list: input, kind (exact, jpeg, lossy, error)
+  cases.json            the case list: input, kind (exact, jpeg, error, unsupported)
 
 The full tensor is never stored: the script asserts that torchvision's tensor equals
 pm1[crop] exactly, so crop.png + pm1.npy determine it.
@@ -143,6 +143,11 @@ def add(name, data, ext, kind="exact", keep_rgb=True, error=None):
     with open(fn, "wb") as f:
         f.write(data)
     case = {"name": name, "input": f"inputs/{name}.{ext}", "kind": kind}
+    if kind == "unsupported":  # PIL reads it, Go's decoders do not: refused with a clear error
+        Image.open(fn).convert("RGB")
+        case["error"] = error
+        cases.append(case)
+        return
     if kind == "error":
         try:
             Image.open(fn).convert("RGB")
@@ -274,6 +279,12 @@ def main():
     add("jpeg_420_odd", encode(photo("coffee.png", (129, 97)), "JPEG", quality=85), "jpg", kind="jpeg")
     add("jpeg_gray", encode(cof.convert("L"), "JPEG", quality=90), "jpg", kind="jpeg")
     add("jpeg_cmyk", encode(cof.convert("CMYK"), "JPEG", quality=95), "jpg", kind="jpeg", keep_rgb=False)
+
+    # A CMYK JPEG without Adobe APP14 metadata: PIL reads it (not inverted); Go refuses it.
+    data = encode(cof.convert("CMYK"), "JPEG", quality=95)
+    i = data.index(b"\xff\xee")
+    n = struct.unpack(">H", data[i + 2:i + 4])[0]
+    add("jpeg_cmyk_no_adobe", data[:i] + data[i + 2 + n:], "jpg", kind="unsupported", error="unsupported jpeg image")
 
     # --- bad files ---
     whole = encode(cof, "PNG")

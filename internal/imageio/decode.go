@@ -16,12 +16,13 @@ import (
 	"fmt"
 	"image"
 	"image/gif"
-	_ "image/jpeg" // registers JPEG with image.Decode
+	"image/jpeg"
 	"image/png"
 	"io"
 	"os"
+	"strings"
 
-	_ "golang.org/x/image/bmp"  // registers BMP
+	"golang.org/x/image/bmp"
 	_ "golang.org/x/image/webp" // registers WebP
 )
 
@@ -29,16 +30,20 @@ import (
 // 100 megapixels, refused from the header before any pixel is decoded.
 const DefaultMaxPixels int64 = 100_000_000
 
-// Sentinel errors; every error Decode returns wraps exactly one of them, so
-// callers can map them (the root package maps all three to ErrBadInput).
+// Sentinel errors; every error Decode returns (other than the reader's own)
+// wraps exactly one of them, so callers can map them (the root package maps
+// all four to ErrBadInput).
 var (
 	// ErrUnknownFormat: the bytes are not PNG, JPEG, GIF, BMP or WebP.
 	ErrUnknownFormat = errors.New("not a PNG, JPEG, GIF, BMP or WebP image")
 	// ErrTooLarge: width*height exceeds the pixel limit.
 	ErrTooLarge = errors.New("image too large")
 	// ErrCorrupt: the header or the pixel data could not be decoded
-	// (truncated file, bad checksum, unsupported variant).
+	// (truncated file, bad checksum).
 	ErrCorrupt = errors.New("corrupt or truncated image")
+	// ErrUnsupported: a valid file in a variant Go's decoders do not read
+	// (e.g. a 4-channel JPEG without Adobe metadata, a 16-bit BMP).
+	ErrUnsupported = errors.New("unsupported image variant")
 )
 
 // formatError wraps a decoder error as one line naming the format.
@@ -66,7 +71,8 @@ func DecodeConfig(r io.Reader) (image.Config, string, error) {
 // Decode reads a whole PNG, JPEG, GIF (first frame), BMP or WebP image.
 // Images with more than maxPixels pixels (DefaultMaxPixels when
 // maxPixels <= 0) are refused from the header, before decoding. Errors are
-// one line and wrap ErrUnknownFormat, ErrTooLarge or ErrCorrupt.
+// one line and wrap ErrUnknownFormat, ErrTooLarge, ErrCorrupt or
+// ErrUnsupported.
 //
 // Four adjustments make the result carry what PIL sees:
 //   - lossy WebP: Go's decoder returns YCbCr planes that its color
@@ -153,6 +159,11 @@ func classify(format, part string, err error) error {
 	msg := err.Error()
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		msg = "unexpected end of file"
+	}
+	var ju jpeg.UnsupportedError
+	var pu png.UnsupportedError
+	if errors.As(err, &ju) || errors.As(err, &pu) || errors.Is(err, bmp.ErrUnsupported) || strings.Contains(msg, "unsupported") {
+		return &formatError{ErrUnsupported, fmt.Sprintf("unsupported %s image: %s", format, oneLine(msg))}
 	}
 	return &formatError{ErrCorrupt, fmt.Sprintf("%s image %s is truncated or corrupt: %s", format, part, oneLine(msg))}
 }

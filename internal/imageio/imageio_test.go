@@ -24,7 +24,7 @@ const fixtures = "../../testdata/images"
 type fixtureCase struct {
 	Name    string `json:"name"`
 	Input   string `json:"input"`
-	Kind    string `json:"kind"` // exact, jpeg, lossy, error
+	Kind    string `json:"kind"` // exact, jpeg, error, unsupported
 	Size    []int  `json:"size"`
 	PILMode string `json:"pil_mode"`
 	RGB     string `json:"rgb"`
@@ -126,6 +126,12 @@ func TestFixtures(t *testing.T) {
 			}
 			defer f.Close()
 			img, format, err := Decode(f, 0)
+			if c.Kind == "unsupported" {
+				if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), c.Error) {
+					t.Fatalf("got %v, want ErrUnsupported %q", err, c.Error)
+				}
+				return
+			}
 			if c.Kind == "error" {
 				if err == nil {
 					t.Fatalf("decoded a bad file (%s)", format)
