@@ -442,3 +442,38 @@ func TestEncodePNGRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestPreprocessBatchAndSideBySide(t *testing.T) {
+	a := image.NewGray(image.Rect(0, 0, 3, 2))
+	b := image.NewGray(image.Rect(0, 0, 2, 5))
+	for i := range b.Pix {
+		b.Pix[i] = 255
+	}
+	x, err := PreprocessBatch([]image.Image{a, b}, 4, 1.25)
+	if err != nil || len(x) != 2*48 {
+		t.Fatalf("%v %d", err, len(x))
+	}
+	if x[0] != -1 || x[47] != -1 || x[48] != 1 || x[95] != 1 {
+		t.Errorf("batch layout: %v %v %v %v", x[0], x[47], x[48], x[95])
+	}
+	if _, err := PreprocessBatch([]image.Image{a, image.NewGray(image.Rect(0, 0, 0, 0))}, 4, 1); err == nil || !strings.HasPrefix(err.Error(), "image 1:") {
+		t.Errorf("error %v does not name image 1", err)
+	}
+	left, _ := FromTensor(x[:48], 3, 4, 4)
+	right, _ := FromTensor(x[48:], 3, 4, 4)
+	s := SideBySide(left, right)
+	if s.Rect.Dx() != 8 || s.Rect.Dy() != 4 {
+		t.Fatalf("side by side is %v", s.Rect)
+	}
+	for y := range 4 {
+		for x := range 8 {
+			want := uint8(0)
+			if x >= 4 {
+				want = 255
+			}
+			if c := s.NRGBAAt(x, y); c.R != want || c.A != 255 {
+				t.Fatalf("(%d,%d) = %v, want %d", x, y, c, want)
+			}
+		}
+	}
+}

@@ -166,3 +166,42 @@ func toByte(v float32) uint8 {
 	}
 	return uint8(r)
 }
+
+// PreprocessBatch preprocesses imgs into one (B, 3, size, size) float32
+// tensor, row-major (see Preprocess). An error names the index of the image
+// that caused it.
+func PreprocessBatch(imgs []image.Image, size int, ratio float64) ([]float32, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("preprocess: bad size %d", size)
+	}
+	per := 3 * size * size
+	out := make([]float32, len(imgs)*per)
+	for i, img := range imgs {
+		if err := PreprocessInto(out[i*per:(i+1)*per], img, size, ratio); err != nil {
+			return nil, fmt.Errorf("image %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// SideBySide places images left to right on one canvas, top-aligned, the
+// rest black: inference.py's torch.cat((img, rec_img), dim=3) before
+// save_img (which maps each value on its own, so concatenating after
+// FromTensor gives the same pixels).
+func SideBySide(imgs ...*image.NRGBA) *image.NRGBA {
+	w, h := 0, 0
+	for _, m := range imgs {
+		w += m.Rect.Dx()
+		h = max(h, m.Rect.Dy())
+	}
+	out := image.NewNRGBA(image.Rect(0, 0, w, h))
+	x0 := 0
+	for _, m := range imgs {
+		b := m.Rect
+		for y := 0; y < b.Dy(); y++ {
+			copy(out.Pix[out.PixOffset(x0, y):out.PixOffset(x0+b.Dx(), y)], m.Pix[m.PixOffset(b.Min.X, b.Min.Y+y):])
+		}
+		x0 += b.Dx()
+	}
+	return out
+}
