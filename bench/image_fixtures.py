@@ -210,6 +210,9 @@ def main():
     # --- sizes and geometry ---
     add("tiny_1x1", encode(Image.new("RGB", (1, 1), (200, 30, 90)), "PNG"), "png")
     add("wide_5000x300", encode(Image.fromarray(pattern(5000, 300, 0)), "PNG", optimize=True), "png", keep_rgb=False)
+    # 3000x2000 -> 432x288: downscale by 6.9, 15-tap filters (blocky pattern: compresses to 100 KB).
+    big = Image.fromarray(pattern(750, 500, 9)).resize((3000, 2000), Image.NEAREST)
+    add("big_3000x2000", encode(big, "PNG", optimize=True), "png", keep_rgb=False)
     add("tall_100x700", encode(Image.fromarray(pattern(100, 700, 1)), "PNG"), "png", keep_rgb=False)  # upscale x2.88
     add("small_120x90", encode(photo("coffee.png", (120, 90)), "PNG"), "png")  # upscale both ways
     # 302x300 -> 289x288: crop left = round(16.5) = 16 (half to even), not 17.
