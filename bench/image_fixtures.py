@@ -238,6 +238,8 @@ def main():
     add("palette", encode(pal, "PNG"), "png")
     trns = bytes([0, 128] + [255] * 62)
     add("palette_trns", encode(pal, "PNG", transparency=trns), "png")
+    add("gray_trns", encode(cof.convert("L"), "PNG", transparency=int(np.asarray(cof.convert("L"))[5, 5])), "png")
+    add("rgb_trns", encode(cof, "PNG", transparency=tuple(int(v) for v in np.asarray(cof)[5, 5])), "png")
     add("bitdepth1", encode(cof.convert("1"), "PNG"), "png")
 
     # 16-bit: PIL opens gray as I;16 (convert("RGB") clips at 255) and RGB/RGBA/LA as 8-bit (high byte).
