@@ -291,6 +291,11 @@ def main():
     n = struct.unpack(">H", data[i + 2:i + 4])[0]
     add("jpeg_cmyk_no_adobe", data[:i] + data[i + 2 + n:], "jpg", kind="unsupported", error="unsupported jpeg image")
 
+    frames = [Image.new("RGB", (32, 24), (255, 0, 0)), Image.new("RGB", (32, 24), (0, 255, 0))]
+    add("gif_animated", encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100), "gif")
+    add("webp_animated", encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100),
+        "webp", kind="unsupported", error="animated WebP")
+
     # --- bad files ---
     whole = encode(cof, "PNG")
     add("truncated_png", whole[: len(whole) // 2], "png", kind="error", error="truncated or corrupt")

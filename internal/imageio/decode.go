@@ -108,6 +108,9 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
 		return nil, format, &formatError{ErrTooLarge, fmt.Sprintf("%s image is %dx%d = %d pixels, over the limit of %d", format, cfg.Width, cfg.Height, px, maxPixels)}
 	}
+	if format == "webp" && isAnimatedWebP(head.Bytes()) {
+		return nil, format, &formatError{ErrUnsupported, "unsupported webp image: animated WebP (PIL would read its first frame; Go's decoder reads none)"}
+	}
 	full := io.MultiReader(bytes.NewReader(head.Bytes()), src)
 	var img image.Image
 	switch format {
@@ -215,6 +218,12 @@ func oneLine(s string) string {
 // "IHDR" (4), width (4), height (4), bit depth (1), color type (1).
 func isGray16PNG(data []byte) bool {
 	return len(data) >= 26 && string(data[12:16]) == "IHDR" && data[24] == 16 && data[25] == 0
+}
+
+// isAnimatedWebP reports whether the extended header (VP8X, the first
+// chunk after "RIFF" size "WEBP") has its animation flag set.
+func isAnimatedWebP(data []byte) bool {
+	return len(data) >= 21 && string(data[12:16]) == "VP8X" && data[20]&0x02 != 0
 }
 
 func nrgba64ToGray16(m *image.NRGBA64) *image.Gray16 {
