@@ -115,8 +115,9 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 	var img image.Image
 	switch format {
 	case "gif":
-		// The flag to clear sits before the first frame; GIFs are small
-		// next to their pixel count, so the whole file is read.
+		// The flag to clear sits before the first frame, so the whole file
+		// is read (all frames: the pixel limit bounds each frame, not the
+		// file).
 		var data []byte
 		if data, err = io.ReadAll(full); err != nil {
 			break
