@@ -39,6 +39,7 @@ commands:
   convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
   devices  [--json [--watch D [--count N]]]                        GPUs (NVML): memory, clocks, power, throttling
+  preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
@@ -83,6 +84,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runBench(rest, stdout)
 	case "devices":
 		return runDevices(rest, stdout)
+	case "preprocess":
+		return runPreprocess(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
