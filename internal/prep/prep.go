@@ -148,17 +148,17 @@ var ErrShardsFailed = errors.New("some shards failed")
 
 // Summary describes a run.
 type Summary struct {
-	Op       Op
-	Device   string
-	Shards   int // inputs found (in this run's partition)
+	Op     Op
+	Device string
+	Shards int // inputs found (in this run's partition)
 	// AllShards counts the inputs found before partitioning; Partition is
 	// the run's partition (zero: the whole set).
 	AllShards int
 	Partition Partition
-	Done     int // shards completed by this run
-	Skipped  int // shards already done by an earlier run
-	Failed   int
-	Failures []ShardError
+	Done      int // shards completed by this run
+	Skipped   int // shards already done by an earlier run
+	Failed    int
+	Failures  []ShardError
 
 	Rows     int64 // images or rows processed by this run
 	Tokens   int64 // tokens processed by this run

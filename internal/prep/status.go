@@ -429,4 +429,3 @@ func strList(v []string, n int) string {
 	}
 	return strings.Join(v[:n], ", ") + fmt.Sprintf(", and %d more", len(v)-n)
 }
-
