@@ -1,13 +1,20 @@
 package prep
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/unitok/unitok/internal/npy"
 )
 
 func jsonUnmarshalString(s string, v any) error { return json.Unmarshal([]byte(s), v) }
@@ -103,4 +110,81 @@ func TestOwnerDeterministic(t *testing.T) {
 	// int.from_bytes(hashlib.sha256(rel.encode()).digest()[:8], "big") % 64.
 	assert.Equal(t, 20, Owner("a/s00.npy", 64))
 	assert.Equal(t, 8, Owner("shard-000000.tar", 64))
+}
+
+// TestStatusFailuresAndRecount: a failing shard is recorded in its
+// partition's manifest and reported by Status as failed (not missing); a
+// lost histogram is made up for by recounting the outputs; a later run over
+// the whole set skips what the partitions did.
+func TestStatusFailuresAndRecount(t *testing.T) {
+	tok := newTok(t)
+	in, out := t.TempDir(), t.TempDir()
+	writeFeatureShards(t, in, testShards)
+	C := testConfig.InDim
+	bad := randFloats(5, 2*testN*C)
+	bad[7] = float32(math.NaN())
+	require.NoError(t, npy.WriteFloat32(filepath.Join(in, "a", "bad.npy"), []int{2, testN, C}, bad))
+
+	ref, err := Run(context.Background(), tok, Encode, Options{In: []string{in}, OutDir: t.TempDir()})
+	require.ErrorIs(t, err, ErrShardsFailed)
+
+	const N = 3
+	// Before any partition ran there is nothing to merge.
+	_, err = Status(StatusOptions{OutDir: out})
+	require.Error(t, err)
+	for i := 0; i < N; i++ {
+		p := Partition{Index: i, Count: N}
+		sum, err := Run(context.Background(), tok, Encode, Options{In: []string{in}, OutDir: out, Partition: p})
+		if p.Owns("a/bad.npy") {
+			require.ErrorIs(t, err, ErrShardsFailed)
+		} else {
+			require.NoError(t, err)
+		}
+		assert.Equal(t, len(testShards)+1, sum.AllShards)
+		assert.Equal(t, p, sum.Partition)
+		if i == 1 {
+			// Status while partition 2 has not run yet.
+			st, err := Status(StatusOptions{OutDir: out, In: []string{in}})
+			require.NoError(t, err)
+			assert.Equal(t, []int{2}, st.NotStarted)
+			assert.False(t, st.Complete())
+		}
+	}
+	st, err := Status(StatusOptions{OutDir: out, In: []string{in}})
+	require.NoError(t, err)
+	require.Len(t, st.Failed, 1)
+	assert.Equal(t, "a/bad.npy", st.Failed[0].Shard)
+	assert.Equal(t, Partition{Owner("a/bad.npy", N), N}.String(), st.Failed[0].Partition)
+	assert.Contains(t, st.Failed[0].Error, "non-finite")
+	assert.Empty(t, st.Missing)
+	assert.Equal(t, len(testShards), st.Done)
+	assert.False(t, st.Complete())
+	assert.Equal(t, ref.Counts, st.Counts)
+	assert.Equal(t, ref.Perplexity, st.Perplexity)
+	var buf bytes.Buffer
+	st.Print(&buf)
+	for _, w := range []string{"3 partitions, 3 with a manifest", fmt.Sprintf("%d done, 1 failed, 0 missing (of %d listed)", len(testShards), len(testShards)+1),
+		"failed: a/bad.npy", "perplexity:", "from 3 partition histograms"} {
+		assert.Contains(t, buf.String(), w)
+	}
+
+	// A lost histogram: the outputs are recounted, same statistics.
+	require.NoError(t, os.Remove(filepath.Join(out, histogramName(Partition{0, N}))))
+	st, err = Status(StatusOptions{OutDir: out})
+	require.NoError(t, err)
+	assert.Equal(t, ref.Counts, st.Counts)
+	assert.Contains(t, st.StatsNote, "recounted")
+	assert.Equal(t, "missing (recounted)", st.Partitions[0].Histogram)
+	assert.Equal(t, -1, st.Listed)
+
+	// The whole set afterwards: nothing is done twice.
+	sum, err := Run(context.Background(), tok, Encode, Options{In: []string{in}, OutDir: out})
+	require.ErrorIs(t, err, ErrShardsFailed)
+	assert.Equal(t, 0, sum.Done)
+	assert.Equal(t, len(testShards), sum.Skipped)
+	st, err = Status(StatusOptions{OutDir: out, In: []string{in}})
+	require.NoError(t, err)
+	assert.Empty(t, st.Duplicates)
+	assert.Zero(t, st.Count, "mixed: partitions and a whole-set manifest")
+	assert.Equal(t, ref.Counts, st.Counts)
 }

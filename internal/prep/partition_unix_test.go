@@ -191,3 +191,22 @@ func TestPartitionsAsProcesses(t *testing.T) {
 		})
 	}
 }
+
+func TestPartitionLocks(t *testing.T) {
+	out := t.TempDir()
+	u0, err := lockDir(out, Partition{0, 2})
+	require.NoError(t, err)
+	u1, err := lockDir(out, Partition{1, 2}) // partitions side by side
+	require.NoError(t, err)
+	_, err = lockDir(out, Partition{0, 2})
+	require.ErrorContains(t, err, "partition 0/2")
+	_, err = lockDir(out, Partition{})
+	require.ErrorContains(t, err, "in use")
+	u0()
+	u1()
+	uw, err := lockDir(out, Partition{})
+	require.NoError(t, err)
+	_, err = lockDir(out, Partition{1, 2})
+	require.ErrorContains(t, err, "whole set")
+	uw()
+}
