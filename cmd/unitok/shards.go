@@ -24,6 +24,7 @@ type prepFlags struct {
 	histogram string
 	verify    bool
 	interval  time.Duration
+	partition string
 }
 
 func (p *prepFlags) register(fs *flag.FlagSet) {
@@ -33,6 +34,27 @@ func (p *prepFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.histogram, "histogram", "", "write the per-codebook code histogram (K,V) int64 to this .npy")
 	fs.BoolVar(&p.verify, "verify", false, "rehash outputs the manifest says are done (default: check their size)")
 	fs.DurationVar(&p.interval, "progress-interval", 0, "time between progress lines (default 500ms on a terminal, 5s otherwise)")
+	fs.StringVar(&p.partition, "partition", "", "do only partition I of N of the shards (I/N, or off; default from JOB_COMPLETION_INDEX+UNITOK_PARTITIONS or SLURM_ARRAY_TASK_ID/COUNT)")
+}
+
+// resolvePartition reads --partition, or the scheduler's environment when
+// it is not given, and says on stderr where an environment value came from.
+func (p *prepFlags) resolvePartition(getenv func(string) string, stderr io.Writer) (prep.Partition, error) {
+	if p.partition != "" {
+		part, err := prep.ParsePartition(p.partition)
+		if err != nil {
+			return part, fmt.Errorf("--%v", err)
+		}
+		return part, nil
+	}
+	part, src, err := prep.PartitionFromEnv(getenv)
+	if err != nil {
+		return part, fmt.Errorf("--partition: %v", err)
+	}
+	if part.Enabled() {
+		fmt.Fprintf(stderr, "partition %s (from %s; --partition off to run every shard)\n", part, src)
+	}
+	return part, nil
 }
 
 // sharded reports whether a run is a data-prep job rather than one array:
@@ -50,7 +72,7 @@ func sharded(in, out string, p *prepFlags) bool {
 	if strings.HasSuffix(out, "/") || !strings.EqualFold(filepath.Ext(out), ".npy") {
 		return true
 	}
-	return p.tensor != "" || p.histogram != ""
+	return p.tensor != "" || p.histogram != "" || p.partition != ""
 }
 
 // runShards runs cmd over every shard of in, writing mirrored outputs and a
@@ -65,6 +87,10 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	}
 	if pf.batch < 0 {
 		return fmt.Errorf("--batch %d: want a positive number", pf.batch)
+	}
+	part, err := pf.resolvePartition(os.Getenv, stderr)
+	if err != nil {
+		return err
 	}
 	opts, _, err := ef.options()
 	if err != nil {
@@ -83,7 +109,7 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	sum, err := prep.Run(ctx, t, op, prep.Options{
 		In: []string{in}, Tensor: pf.tensor, OutDir: out, Batch: pf.batch, InFlight: pf.inflight,
 		CodesDType: ef.codesDType, Histogram: pf.histogram, Verify: pf.verify,
-		Progress: stderr, ProgressInterval: pf.interval,
+		Progress: stderr, ProgressInterval: pf.interval, Partition: part,
 	})
 	if sum != nil {
 		sum.Print(stderr)
