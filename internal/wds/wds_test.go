@@ -151,6 +151,9 @@ func TestWriteGolden(t *testing.T) {
 }
 
 func pythonWithWebdataset(t *testing.T) string {
+	if testing.Short() {
+		t.Skip("starts Python (about 20 s to import webdataset)")
+	}
 	py := os.Getenv("UNITOK_PYTHON")
 	if py == "" {
 		py = "/work/venv/bin/python"
