@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/unitok/unitok/internal/wds"
 )
 
 // Record is one manifest line: a shard whose output was published. The
@@ -33,6 +35,9 @@ type Record struct {
 	// would have gone; SHA256 and Bytes are empty): a later record for the
 	// same output supersedes it, and a rerun retries the shard.
 	Error string `json:"error,omitempty"`
+	// Bad lists the samples of a webdataset shard left out of its output
+	// (RunTars): key and reason.
+	Bad []wds.BadSample `json:"bad,omitempty"`
 }
 
 // manifestData is a parsed manifest: the last outcome per output.

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -187,4 +188,19 @@ func TestStatusFailuresAndRecount(t *testing.T) {
 	assert.Empty(t, st.Duplicates)
 	assert.Zero(t, st.Count, "mixed: partitions and a whole-set manifest")
 	assert.Equal(t, ref.Counts, st.Counts)
+}
+
+// shardOutputs maps the shard outputs under dir (not manifests,
+// histograms or locks) to their bytes.
+func shardOutputs(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for rel, b := range dirFiles(t, dir, true) {
+		base := filepath.Base(rel)
+		if strings.HasPrefix(base, ".") || strings.HasPrefix(base, "manifest") || strings.HasPrefix(base, "histogram") {
+			continue
+		}
+		out[rel] = b
+	}
+	return out
 }

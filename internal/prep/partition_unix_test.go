@@ -32,21 +32,6 @@ func partitionChild(t *testing.T, in, out string, p Partition, stall int) *exec.
 	return cmd
 }
 
-// shardOutputs maps the shard outputs under dir (not manifests,
-// histograms or locks) to their bytes.
-func shardOutputs(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	for rel, b := range dirFiles(t, dir, true) {
-		base := filepath.Base(rel)
-		if strings.HasPrefix(base, ".") || strings.HasPrefix(base, "manifest") || strings.HasPrefix(base, "histogram") {
-			continue
-		}
-		out[rel] = b
-	}
-	return out
-}
-
 // publications counts, per output, the success records over every
 // manifest in dir, and checks each record's partition owns its shard.
 func publications(t *testing.T, dir string) map[string]int {

@@ -548,11 +548,15 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 // again. Those files may be being appended to; they are only read, and a
 // torn last line is ignored.
 func (r *runner) otherManifests(recs map[string]Record) error {
-	mfs, err := listManifests(r.opt.OutDir)
+	return otherManifests(r.opt.OutDir, r.opt.Manifest, recs)
+}
+
+func otherManifests(outDir, manifest string, recs map[string]Record) error {
+	mfs, err := listManifests(outDir)
 	if err != nil {
 		return err
 	}
-	own, _ := filepath.Abs(r.opt.Manifest)
+	own, _ := filepath.Abs(manifest)
 	for _, mf := range mfs {
 		if a, _ := filepath.Abs(mf.path); a == own {
 			continue

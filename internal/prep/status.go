@@ -256,7 +256,8 @@ func (s *StatusReport) stats(dir string, mfs []manifestFile, done map[string]Rec
 	if kv["layout"] == "bkn" {
 		layout = unitok.CodebookMajor
 	}
-	codesOut := kv["op"] == "encode" || kv["op"] == "quantize"
+	codesOut := kv["op"] == "encode" || kv["op"] == "quantize" || kv["op"] == "tokenize-images"
+	tars := kv["op"] == "tokenize-images"
 	s.K, s.V, s.Counts = K, V, make([]int64, K*V)
 
 	// The outputs each partition of Count owns (all of them in one group
@@ -302,7 +303,14 @@ func (s *StatusReport) stats(dir string, mfs []manifestFile, done map[string]Rec
 		}
 		s.setHistogram(Partition{Index: g, Count: s.Count}, status+" (recounted)")
 		for _, r := range recs {
-			n, err := countCodesFile(s.Counts, filepath.Join(dir, filepath.FromSlash(r.Output)), "", layout, K, V)
+			p := filepath.Join(dir, filepath.FromSlash(r.Output))
+			var n int64
+			var err error
+			if tars {
+				n, err = countTarCodes(s.Counts, p, K, V)
+			} else {
+				n, err = countCodesFile(s.Counts, p, "", layout, K, V)
+			}
 			if err != nil {
 				failedCount++
 				continue
