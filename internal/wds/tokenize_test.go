@@ -86,9 +86,10 @@ func parseCodes(t *testing.T, b []byte) ([]int, []int32) {
 	return h.Shape, v
 }
 
-func TestProcessWithFakeTokenizer(t *testing.T) {
-	// 11 samples: PNGs and JPEGs with captions and metadata, one sample
-	// without an image, one whose JPEG is corrupt.
+// tokenizeInput is a shard of 11 samples: PNGs and JPEGs with captions
+// and metadata, one sample without an image (s/004) and one whose JPEG is
+// corrupt (s/007); images maps each good key to its decoded image.
+func tokenizeInput(t *testing.T) ([]byte, map[string]image.Image) {
 	var in bytes.Buffer
 	w := NewWriter(&in)
 	images := map[string]image.Image{}
@@ -117,6 +118,11 @@ func TestProcessWithFakeTokenizer(t *testing.T) {
 	}
 	require.NoError(t, w.Close())
 	src := in.Bytes()
+	return src, images
+}
+
+func TestProcessWithFakeTokenizer(t *testing.T) {
+	src, images := tokenizeInput(t)
 
 	for _, keep := range []bool{false, true} {
 		t.Run(fmt.Sprint("keep=", keep), func(t *testing.T) {

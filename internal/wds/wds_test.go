@@ -3,6 +3,7 @@ package wds
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -178,13 +179,51 @@ func TestPythonReadsGoTar(t *testing.T) {
 	q := filepath.Join(dir, "py_again.tar")
 	require.NoError(t, os.WriteFile(q, writeTar(t, readAll(t, f)), 0o644))
 
-	out, err := exec.Command(py, filepath.Join("testdata", "webdataset_ref.py"), "read", p, q).Output()
+	// A tokenized shard (Process with the fake tokenizer): webdataset finds
+	// the keys and members, numpy reads codes.npy as (N, K) uint16.
+	src, images := tokenizeInput(t)
+	var tok bytes.Buffer
+	res, err := Process(context.Background(), bytes.NewReader(src), &tok, Options{Tokenize: fakeTokenize(nil), K: fakeK, Batch: 4})
 	require.NoError(t, err)
-	var got [][]refSample
+	r := filepath.Join(dir, "tokenized.tar")
+	require.NoError(t, os.WriteFile(r, tok.Bytes(), 0o644))
+
+	out, err := exec.Command(py, filepath.Join("testdata", "webdataset_ref.py"), "read", p, q, r+":arrays").Output()
+	require.NoError(t, err)
+	var got []json.RawMessage
 	require.NoError(t, json.Unmarshal(out, &got))
-	require.Len(t, got, 2)
-	assert.Equal(t, asRef(samples), got[0])
-	assert.Equal(t, loadRef(t, "py.json"), got[1])
+	require.Len(t, got, 3)
+	var a, b []refSample
+	require.NoError(t, json.Unmarshal(got[0], &a))
+	require.NoError(t, json.Unmarshal(got[1], &b))
+	assert.Equal(t, asRef(samples), a)
+	assert.Equal(t, loadRef(t, "py.json"), b)
+
+	var c []struct {
+		Key     string                       `json:"key"`
+		Members [][2]string                  `json:"members"`
+		Arrays  map[string][]json.RawMessage `json:"arrays"`
+	}
+	require.NoError(t, json.Unmarshal(got[2], &c))
+	require.Len(t, c, res.Written)
+	for _, s := range c {
+		var exts []string
+		for _, m := range s.Members {
+			exts = append(exts, m[0])
+		}
+		assert.Equal(t, []string{"txt", "json", "codes.npy"}, exts, s.Key)
+		arr := s.Arrays["codes.npy"]
+		require.Len(t, arr, 3, s.Key)
+		var shape []int
+		var dtype string
+		var vals []int32
+		require.NoError(t, json.Unmarshal(arr[0], &shape))
+		require.NoError(t, json.Unmarshal(arr[1], &dtype))
+		require.NoError(t, json.Unmarshal(arr[2], &vals))
+		assert.Equal(t, []int{fakeN, fakeK}, shape)
+		assert.Equal(t, "uint16", dtype)
+		assert.Equal(t, fakeCodes(images[s.Key]), vals, s.Key)
+	}
 }
 
 func TestSplitName(t *testing.T) {

@@ -22,12 +22,21 @@ warnings.filterwarnings("ignore")
 import webdataset as wds  # noqa: E402
 
 
-def read(path):
+def read(path, arrays=False):
     out = []
     ds = wds.WebDataset(path, shardshuffle=False)
     for s in ds:
         members = [[k, base64.b64encode(v).decode()] for k, v in s.items() if not k.startswith("__")]
-        out.append({"key": s["__key__"], "members": members})
+        r = {"key": s["__key__"], "members": members}
+        if arrays:
+            # .npy members as numpy reads them: [shape, dtype, values]
+            import numpy as np
+            r["arrays"] = {}
+            for k, v in s.items():
+                if k.endswith(".npy"):
+                    a = np.load(io.BytesIO(v), allow_pickle=False)
+                    r["arrays"][k] = [list(a.shape), str(a.dtype), a.ravel().tolist()]
+        out.append(r)
     return out
 
 
@@ -78,4 +87,6 @@ if __name__ == "__main__":
     elif len(sys.argv) == 3:
         json.dump(read(sys.argv[2]), sys.stdout)
     else:
-        json.dump([read(p) for p in sys.argv[2:]], sys.stdout)
+        # several tars: a JSON list; a name ending in ":arrays" also decodes
+        # its .npy members with numpy
+        json.dump([read(p[:-7], True) if p.endswith(":arrays") else read(p) for p in sys.argv[2:]], sys.stdout)
