@@ -101,27 +101,67 @@ func Process(ctx context.Context, in io.Reader, out io.Writer, opt Options) (*Re
 		res.Counts = make([]int64, opt.K*opt.V)
 	}
 	p := &processor{opt: opt, res: res, w: NewWriter(out)}
+	// The reader/decoder runs one batch ahead of the tokenizer: while batch
+	// i is tokenized (on the GPU), batch i+1 is read and decoded (on the
+	// CPU cores).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan *decoded, 1)
 	rd := NewReader(in)
-	for {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		s, err := rd.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return res, err
-		}
-		res.Samples++
-		p.batch = append(p.batch, s)
-		if len(p.batch) >= opt.Batch {
-			if err := p.flush(ctx); err != nil {
-				return res, err
+	go func() {
+		defer close(batches)
+		var batch []*Sample
+		send := func(d *decoded) bool {
+			select {
+			case batches <- d:
+				return true
+			case <-ctx.Done():
+				return false
 			}
 		}
+		for {
+			if ctx.Err() != nil {
+				return
+			}
+			s, err := rd.Next()
+			if err == io.EOF {
+				if len(batch) > 0 {
+					send(p.decode(batch))
+				}
+				return
+			}
+			if err != nil {
+				send(&decoded{err: err})
+				return
+			}
+			batch = append(batch, s)
+			if len(batch) >= opt.Batch {
+				if !send(p.decode(batch)) {
+					return
+				}
+				batch = nil
+			}
+		}
+	}()
+	var err error
+	for d := range batches {
+		if err != nil {
+			continue // drain
+		}
+		if d.err != nil {
+			err = d.err
+		} else {
+			res.Samples += len(d.batch)
+			err = p.write(ctx, d)
+		}
+		if err != nil {
+			cancel()
+		}
 	}
-	if err := p.flush(ctx); err != nil {
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		return res, err
 	}
 	res.Skipped = rd.Skipped
@@ -129,10 +169,18 @@ func Process(ctx context.Context, in io.Reader, out io.Writer, opt Options) (*Re
 }
 
 type processor struct {
-	opt   Options
-	res   *Result
-	w     *Writer
+	opt Options
+	res *Result
+	w   *Writer
+}
+
+// decoded is a batch of samples with their decoded images.
+type decoded struct {
 	batch []*Sample
+	idx   []int // image member per sample, -1 if none
+	imgs  []image.Image
+	errs  []error // why a sample is bad
+	err   error   // reading the tar failed
 }
 
 // imageMember returns the index of a sample's image member, or -1.
@@ -147,14 +195,8 @@ func (p *processor) imageMember(s *Sample) int {
 	return -1
 }
 
-// flush decodes the batch's images in parallel, tokenizes them in one call
-// and writes the samples in order.
-func (p *processor) flush(ctx context.Context) error {
-	batch := p.batch
-	p.batch = p.batch[:0]
-	if len(batch) == 0 {
-		return nil
-	}
+// decode decodes a batch's images in parallel.
+func (p *processor) decode(batch []*Sample) *decoded {
 	idx := make([]int, len(batch))
 	imgs := make([]image.Image, len(batch))
 	errs := make([]error, len(batch))
@@ -188,7 +230,13 @@ func (p *processor) flush(ctx context.Context) error {
 	}
 	close(work)
 	wg.Wait()
+	return &decoded{batch: batch, idx: idx, imgs: imgs, errs: errs}
+}
 
+// write tokenizes a decoded batch in one call and writes its samples in
+// order.
+func (p *processor) write(ctx context.Context, d *decoded) error {
+	batch, idx, imgs, errs := d.batch, d.idx, d.imgs, d.errs
 	var good []image.Image
 	for i, s := range batch {
 		if errs[i] != nil {
