@@ -69,7 +69,21 @@ func childMain(in, out string) int {
 			return 1
 		}
 	}
-	sum, err := Run(ctx, tok, Encode, Options{In: []string{in}, OutDir: out, Batch: 1, InFlight: 2, Partition: part})
+	var sum *Summary
+	if os.Getenv("UNITOK_PREP_CHILD_MODE") == "tar" {
+		// webdataset shards through the fake image tokenizer; testHookBatch
+		// runs before each tokenizer call.
+		o := tarOpts(in, out)
+		o.Partition, o.Batch = part, 2
+		o.Tokenize = tarTokenize(func() {
+			if testHookBatch != nil {
+				testHookBatch()
+			}
+		})
+		sum, err = RunTars(ctx, o)
+	} else {
+		sum, err = Run(ctx, tok, Encode, Options{In: []string{in}, OutDir: out, Batch: 1, InFlight: 2, Partition: part})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		if sum != nil && sum.Interrupted {

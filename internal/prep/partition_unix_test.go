@@ -19,11 +19,12 @@ import (
 
 // partitionChild starts the test binary as one partition's process (see
 // childMain). stall < 0: no stall.
-func partitionChild(t *testing.T, in, out string, p Partition, stall int) *exec.Cmd {
+func partitionChild(t *testing.T, in, out string, p Partition, stall int, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "UNITOK_PREP_CHILD_IN="+in, "UNITOK_PREP_CHILD_OUT="+out,
 		"UNITOK_PREP_CHILD_PARTITION="+p.String())
+	cmd.Env = append(cmd.Env, env...)
 	if stall >= 0 {
 		cmd.Env = append(cmd.Env, fmt.Sprintf("UNITOK_PREP_CHILD_STALL=%d", stall))
 	}
@@ -194,4 +195,71 @@ func TestPartitionLocks(t *testing.T) {
 	_, err = lockDir(out, Partition{1, 2})
 	require.ErrorContains(t, err, "whole set")
 	uw()
+}
+
+// TestTarPartitionsAsProcesses: the same for webdataset shards (RunTars with
+// the fake image tokenizer): 3 partitions as processes, one SIGKILLed
+// while tokenizing and restarted.
+func TestTarPartitionsAsProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("spawns child processes")
+	}
+	in := t.TempDir()
+	writeTarShards(t, in)
+	require.NoError(t, os.Remove(filepath.Join(in, "bad.tar")))
+	refDir := t.TempDir()
+	ref, err := RunTars(context.Background(), tarOpts(in, refDir))
+	require.NoError(t, err)
+	want := shardOutputs(t, refDir)
+	const N = 3
+	owned := make([]int, N)
+	shards, err := findTarShards([]string{in}, refDir)
+	require.NoError(t, err)
+	for _, s := range shards {
+		owned[Owner(s.rel, N)]++
+	}
+	victim := 0
+	for i, c := range owned {
+		if c > owned[victim] {
+			victim = i
+		}
+	}
+	require.GreaterOrEqual(t, owned[victim], 2, "owners %v", owned)
+	out := t.TempDir()
+	vp := Partition{Index: victim, Count: N}
+	vcmd := partitionChild(t, in, out, vp, 1, "UNITOK_PREP_CHILD_MODE=tar")
+	var cmds []*exec.Cmd
+	for i := 0; i < N; i++ {
+		if i != victim {
+			cmds = append(cmds, partitionChild(t, in, out, Partition{Index: i, Count: N}, -1, "UNITOK_PREP_CHILD_MODE=tar"))
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(out, manifestName(vp)))
+		if strings.Count(string(b), "\n") >= 1 && len(temps(t, out)) > 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "victim did not publish a shard and start the next")
+		time.Sleep(2 * time.Millisecond)
+	}
+	require.NoError(t, vcmd.Process.Kill())
+	var ee *exec.ExitError
+	require.True(t, errors.As(vcmd.Wait(), &ee))
+	for _, c := range cmds {
+		require.NoError(t, c.Wait())
+	}
+	require.NoError(t, partitionChild(t, in, out, vp, -1, "UNITOK_PREP_CHILD_MODE=tar").Wait())
+	assertNoTemps(t, out)
+	assert.Equal(t, want, shardOutputs(t, out))
+	pubs := publications(t, out)
+	require.Len(t, pubs, len(want))
+	for o, n := range pubs {
+		assert.Equal(t, 1, n, o)
+	}
+	st, err := Status(StatusOptions{OutDir: out, In: []string{in}})
+	require.NoError(t, err)
+	assert.True(t, st.Complete())
+	assert.Equal(t, ref.Counts, st.Counts)
+	assert.Equal(t, ref.Tokens, st.Tokens)
 }
