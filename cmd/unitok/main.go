@@ -45,6 +45,8 @@ data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE -
                         UNITOK_PARTITIONS, or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)
   outputs mirror the input tree under --out, with manifest.jsonl (manifest-IIIII-of-NNNNN.jsonl
   per partition); rerun the same command to resume
+  webdataset shards (.tar in --in, encode only): one .tar out per shard, each sample's codes as
+                        KEY.codes.npy (N,K) uint16 beside its other members; --keep keeps the image
   prep status --out DIR [--in DIR|GLOB] [--json]   merge the manifests: done, failed, missing,
                         throughput per partition, code usage and perplexity over the whole set
 

@@ -18,7 +18,16 @@
 // any point (context cancel, SIGINT/SIGTERM, kill -9) and restarted does
 // only what is missing, and outputs are byte-identical to an uninterrupted
 // run. A run holds an advisory lock on OutDir/.prep.lock (unix), so two
-// runs never share an output directory.
+// runs never share an output directory. A shard that fails is recorded in
+// the manifest too (a record with "error"), and retried by the next run.
+//
+// Across machines: Options.Partition runs one partition of the shards (see
+// Partition: a hash of each shard's relative path picks its owner), with
+// its own manifest, lock and code histogram in the shared output directory,
+// so N independent processes (a Kubernetes Indexed Job, a Slurm array) do
+// the set between them, each resuming on its own after a retry, and never
+// write the same file. Status merges the manifests. RunTars does the same
+// for webdataset shards through an image tokenizer.
 //
 // Pipelined and bounded: one reader goroutine streams whole images (or rows)
 // from the memory-mapped inputs in batches; InFlight workers call the

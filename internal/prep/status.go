@@ -80,7 +80,8 @@ func (s *StatusReport) Complete() bool {
 // StatusOptions configures Status.
 type StatusOptions struct {
 	OutDir string
-	// In and Tensor, when set, list the input shards as Run does, so that
+	// In and Tensor, when set, list the input shards as Run does (or, when
+	// there are no array shards, the .tar shards as RunTars does), so that
 	// missing shards are reported too.
 	In     []string
 	Tensor string
@@ -186,6 +187,11 @@ func Status(opt StatusOptions) (*StatusReport, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(srcs) == 0 { // webdataset shards (RunTars)
+			if srcs, err = findTarShards(opt.In, opt.OutDir); err != nil {
+				return nil, err
+			}
+		}
 		rep.Listed = len(srcs)
 		for _, s := range srcs {
 			if _, ok := done[s.outRel]; ok {
@@ -245,7 +251,9 @@ func (s *StatusReport) stats(dir string, mfs []manifestFile, done map[string]Rec
 	}
 	kv := map[string]string{}
 	for _, m := range paramRE.FindAllStringSubmatch(s.Params[0], -1) {
-		kv[m[1]] = m[2]
+		if _, ok := kv[m[1]]; !ok { // the first occurrence: later ones may be inside model=...
+			kv[m[1]] = m[2]
+		}
 	}
 	K, _ := strconv.Atoi(kv["K"])
 	V, _ := strconv.Atoi(kv["V"])

@@ -299,3 +299,23 @@ func countNpyCodes(counts []int64, b []byte, K, V int) (int64, error) {
 	countCodes(counts, codes, unitok.TokenMajor, 1, K, V)
 	return int64(h.Shape[0]), nil
 }
+
+// Fingerprint identifies a tokenizer's core for TarOptions.Fingerprint: a
+// hash of its config and of the weights the encode path uses (quant_proj
+// and the codebooks). It does not cover an image encoder in front of the
+// core; callers that have one should append its identity.
+func Fingerprint(tok *unitok.Tokenizer) string {
+	h := sha256.Sum256([]byte(params(Encode, tok, &Options{}, npy.Uint16)))
+	return fmt.Sprintf("%x", h[:8])
+}
+
+// TarInputs reports whether in holds webdataset shards (.tar) and no .npy
+// shards: the inputs RunTars, rather than Run, is for.
+func TarInputs(in []string, outDir string) bool {
+	tars, err := findTarShards(in, outDir)
+	if err != nil || len(tars) == 0 {
+		return false
+	}
+	npys, _ := findShards(in, "", outDir)
+	return len(npys) == 0
+}
