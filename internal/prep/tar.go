@@ -312,10 +312,18 @@ func Fingerprint(tok *unitok.Tokenizer) string {
 // TarInputs reports whether in holds webdataset shards (.tar) and no .npy
 // shards: the inputs RunTars, rather than Run, is for.
 func TarInputs(in []string, outDir string) bool {
+	npys, err := findShards(in, "", outDir)
+	if err != nil || len(npys) > 0 {
+		return false // Run reports the error
+	}
 	tars, err := findTarShards(in, outDir)
 	if err != nil || len(tars) == 0 {
 		return false
 	}
-	npys, _ := findShards(in, "", outDir)
-	return len(npys) == 0
+	for _, s := range tars { // files named explicitly are listed whatever their extension
+		if !strings.EqualFold(filepath.Ext(s.path), ".tar") {
+			return false
+		}
+	}
+	return true
 }
