@@ -20,6 +20,16 @@ import (
 
 func jsonUnmarshalString(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
+func TestPartitionRefusesSharedHistogram(t *testing.T) {
+	tok := newTok(t)
+	_, err := Run(context.Background(), tok, Encode, Options{In: []string{t.TempDir()}, OutDir: t.TempDir(),
+		Partition: Partition{1, 4}, Histogram: filepath.Join(t.TempDir(), "h.npy")})
+	require.ErrorContains(t, err, "each partition writes its own")
+	_, err = RunTars(context.Background(), TarOptions{In: []string{t.TempDir()}, OutDir: t.TempDir(), Tokenize: tarTokenize(nil), K: 1, V: 1,
+		Partition: Partition{1, 4}, Histogram: "h.npy"})
+	require.ErrorContains(t, err, "each partition writes its own")
+}
+
 func TestParsePartition(t *testing.T) {
 	for in, want := range map[string]Partition{"3/64": {3, 64}, "0/1": {0, 1}, " 7/8 ": {7, 8}, "off": {}, "none": {}} {
 		p, err := ParsePartition(in)

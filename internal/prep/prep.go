@@ -399,6 +399,10 @@ func Run(ctx context.Context, tok *unitok.Tokenizer, op Op, opt Options) (*Summa
 	if err := opt.Partition.Validate(); err != nil {
 		return nil, fmt.Errorf("prep: %w", err)
 	}
+	if opt.Partition.Enabled() && opt.Histogram != "" {
+		// Every partition would write the same file.
+		return nil, fmt.Errorf("prep: a histogram file with partitions: each partition writes its own (histogram-IIIII-of-NNNNN.npy in the output directory); prep status merges them")
+	}
 	if opt.Manifest == "" {
 		opt.Manifest = filepath.Join(opt.OutDir, manifestName(opt.Partition))
 	}
