@@ -188,6 +188,19 @@ func TestStatusFailuresAndRecount(t *testing.T) {
 	assert.Equal(t, "missing (recounted)", st.Partitions[0].Histogram)
 	assert.Equal(t, -1, st.Listed)
 
+	// Another partition count afterwards: what the 3 partitions did is not
+	// done again.
+	for i := 0; i < 2; i++ {
+		sum, err := Run(context.Background(), tok, Encode, Options{In: []string{in}, OutDir: out, Partition: Partition{i, 2}})
+		if (Partition{i, 2}).Owns("a/bad.npy") {
+			require.ErrorIs(t, err, ErrShardsFailed)
+		} else {
+			require.NoError(t, err)
+		}
+		assert.Zero(t, sum.Done)
+		assert.Positive(t, sum.Skipped)
+	}
+
 	// The whole set afterwards: nothing is done twice.
 	sum, err := Run(context.Background(), tok, Encode, Options{In: []string{in}, OutDir: out})
 	require.ErrorIs(t, err, ErrShardsFailed)

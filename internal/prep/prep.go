@@ -561,17 +561,20 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 // again. Those files may be being appended to; they are only read, and a
 // torn last line is ignored.
 func (r *runner) otherManifests(recs map[string]Record) error {
-	return otherManifests(r.opt.OutDir, r.opt.Manifest, recs)
+	return otherManifests(r.opt.OutDir, r.opt.Manifest, r.opt.Partition, recs)
 }
 
-func otherManifests(outDir, manifest string, recs map[string]Record) error {
+// otherManifests reads the manifests other than our own; those of the
+// other partitions of our own count are skipped, since their shards are
+// never ours (so a partition reads one manifest in the usual case).
+func otherManifests(outDir, manifest string, part Partition, recs map[string]Record) error {
 	mfs, err := listManifests(outDir)
 	if err != nil {
 		return err
 	}
 	own, _ := filepath.Abs(manifest)
 	for _, mf := range mfs {
-		if a, _ := filepath.Abs(mf.path); a == own {
+		if a, _ := filepath.Abs(mf.path); a == own || part.Enabled() && mf.part.Count == part.Count {
 			continue
 		}
 		b, err := os.ReadFile(mf.path)

@@ -107,7 +107,7 @@ func RunTars(ctx context.Context, opt TarOptions) (*Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prep: manifest: %w", err)
 	}
-	if err := otherManifests(opt.OutDir, opt.Manifest, recs); err != nil {
+	if err := otherManifests(opt.OutDir, opt.Manifest, opt.Partition, recs); err != nil {
 		return nil, fmt.Errorf("prep: manifest: %w", err)
 	}
 	outs := map[string]bool{}
