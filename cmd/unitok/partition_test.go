@@ -47,6 +47,13 @@ func TestPartitionedEncodeAndStatus(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Regexp(t, `not complete: .*2 partitions not started`, r.stderr)
 
+	// A single-array run is not partitioned by the environment.
+	single := filepath.Join(dir, "single.npy")
+	r = cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", filepath.Join(in, "s00.npy"), "--out", single)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.NotContains(t, r.stderr, "partition")
+	require.FileExists(t, single)
+
 	t.Setenv("JOB_COMPLETION_INDEX", "1") // Kubernetes wins over Slurm
 	r = cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", in, "--out", out)
 	require.Equal(t, 1, r.code)

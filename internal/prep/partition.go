@@ -137,7 +137,7 @@ func PartitionFromEnv(getenv func(string) string) (Partition, string, error) {
 		return Partition{}, "", err
 	}
 	if !cok || count == 0 {
-		return Partition{}, "", fmt.Errorf("%s=%d is set but %s is not (Slurm 17.11 or newer sets it); pass --partition I/N", EnvSlurmID, id, EnvSlurmCount)
+		return Partition{}, "", fmt.Errorf("%s=%d is set but %s is not; pass --partition I/N", EnvSlurmID, id, EnvSlurmCount)
 	}
 	lo, _, err := num(EnvSlurmMin)
 	if err != nil {
