@@ -679,8 +679,39 @@ def run_unitok(a):
             r["latents_rel_vs_fixture"] = _rel(lat.numpy(), lat_ref)
             ok &= r["codes_eq_fixture"] and r["latents_rel_vs_fixture"] < 1e-5
         print("unitok", case["name"], json.dumps(r))
+        if a.full and case["name"] == "base":
+            ok &= _unitok_full(src, args, core, os.path.join(a.big_out, "base_full"))
     print("UNITOK", "OK" if ok else "FAILED")
     return ok
+
+
+def _unitok_full(src, args, core, out):
+    """UniTok's own UniTok class (models/unitok.py) built from args, its
+    tokenizer core replaced by core's weights, saved whole as UniTok's
+    training checkpoints are: the issue-13 reproduction (vitamin_base, no
+    num_heads anywhere)."""
+    sys.path.insert(0, src)
+    from models.unitok import UniTok
+
+    class _Args:
+        pass
+
+    ua = _Args()
+    ua.__dict__.update(args)
+    ua.grad_ckpt = False
+    m = UniTok(ua)
+    assert m.quant_proj.attn.num_heads == m.encoder.embed_dim // args["vocab_width"]
+    sd = m.state_dict()
+    for k, v in core.state_dict().items():
+        assert sd[k].shape == v.shape, k
+        sd[k] = v
+    os.makedirs(out, exist_ok=True)
+    torch.save({"args": args, "epoch": 0, "iter": 0, "trainer": {"unitok": sd}},
+               os.path.join(out, "unitok.pth"))
+    print("unitok base_full: UniTok(%s) with %d tensors, %d parameters, heads %d, %d bytes" % (
+        args["model"], len(sd), sum(v.numel() for v in sd.values()), m.quant_proj.attn.num_heads,
+        os.path.getsize(os.path.join(out, "unitok.pth"))))
+    return True
 
 
 # ----------------------------------------------------------------------------
@@ -963,6 +994,9 @@ def main(argv=None):
     u.add_argument("--big-out", default="",
                    help="also write the C=768 and C=1024 checkpoints (tens of MB, not committed) here")
     u.add_argument("--fixtures", default="testdata/fixtures")
+    u.add_argument("--full", action="store_true",
+                   help="with --big-out, also save UniTok's whole UniTok class on vitamin_base "
+                        "(encoder, decoder, text tower: ~1.3 GB) as base_full/unitok.pth")
     b = sub.add_parser("bench")
     b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     b.add_argument("--config", default="real", choices=sorted(BENCH_CFGS))
