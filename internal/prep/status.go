@@ -109,7 +109,6 @@ func Status(opt StatusOptions) (*StatusReport, error) {
 	params := map[string]bool{}
 	counts := map[int]bool{}
 	whole := false
-	partTokens := map[Partition]int64{}
 	for _, mf := range mfs {
 		b, err := os.ReadFile(mf.path)
 		if err != nil {
@@ -147,7 +146,6 @@ func Status(opt StatusOptions) (*StatusReport, error) {
 		if last > 0 {
 			ps.LastCommit = time.Unix(0, int64(last*1e9)).UTC().Format(time.RFC3339)
 		}
-		partTokens[mf.part] = ps.Tokens
 		rep.Partitions = append(rep.Partitions, ps)
 	}
 	for out, f := range failed {
