@@ -8,6 +8,7 @@
 //	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
 //	unitok devices  [--json [--watch D [--count N]]]    # GPUs as NVML sees them
+//	unitok prep status --out DIR [--in DIR|GLOB] [--json]   # a data-prep job's merged manifests
 //
 // Every failure prints one line, "unitok: <what went wrong>", to stderr and
 // exits with status 1. Outputs are written atomically: a failed run leaves
@@ -43,7 +44,14 @@ commands:
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
-  outputs mirror the input tree under --out, with manifest.jsonl; rerun the same command to resume
+  --partition I/N|off   do only partition I of N (default: from JOB_COMPLETION_INDEX and
+                        UNITOK_PARTITIONS, or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)
+  outputs mirror the input tree under --out, with manifest.jsonl (manifest-IIIII-of-NNNNN.jsonl
+  per partition); rerun the same command to resume
+  webdataset shards (.tar in --in, encode only): one .tar out per shard, each sample's codes as
+                        KEY.codes.npy (N,K) uint16 beside its other members; --keep keeps the image
+  prep status --out DIR [--in DIR|GLOB] [--json]   merge the manifests: done, failed, missing,
+                        throughput per partition, code usage and perplexity over the whole set
 
 common flags:
   --device cpu|cuda|cuda:N   engine (default: cuda when built with it and a GPU is present, else cpu)
@@ -70,7 +78,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("no command given (want encode, decode, quantize, lookup, inspect, convert or bench; see unitok help)")
+		return errors.New("no command given (want encode, decode, quantize, lookup, inspect, convert, bench or prep; see unitok help)")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -86,11 +94,13 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runDevices(rest, stdout)
 	case "preprocess":
 		return runPreprocess(rest, stdout, stderr)
+	case "prep":
+		return runPrep(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect, convert or bench)", cmd)
+	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect, convert, bench or prep)", cmd)
 }
 
 // oneLine folds a multi-line message into one line.
