@@ -86,6 +86,15 @@ type Options struct {
 	// Workers is how many batches run at once. Default 1: the CPU engine
 	// already uses every core on one batch; on CUDA match the streams.
 	Workers int
+	// RowAlign keeps encode and decode bit-identical to direct calls on
+	// engines whose float results for a row depend on the row's offset
+	// modulo RowAlign within the engine call. The CPU engine's GEMM runs
+	// rows in blocks of 4 and its leftover rows on another path that
+	// rounds differently (by an ulp), so a call's rows must start at a
+	// multiple of 4 and a call whose B*N is not a multiple of 4 may only
+	// be the last of its batch. Default 4; 1 turns the rule off for an
+	// engine that is row-invariant.
+	RowAlign int
 	// Observer, if set, is told about every batch (for metrics).
 	Observer func(BatchInfo)
 }
@@ -188,6 +197,9 @@ func New(eng FeatureEngine, opts Options) *Batcher {
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 1
+	}
+	if opts.RowAlign <= 0 {
+		opts.RowAlign = 4
 	}
 	b := &Batcher{
 		eng: eng, cfg: eng.Config(), opts: opts,
@@ -522,11 +534,24 @@ func (b *Batcher) take(g *group) []*request {
 		out = append(out, r)
 		items += r.items
 		tokens += r.tokens
+		if !b.aligned(r) {
+			i++ // an unaligned call ends its batch (see Options.RowAlign)
+			break
+		}
 	}
 	clear(g.q[:i])
 	g.q = g.q[i:]
 	b.inflight.Add(int64(len(out)))
 	return out
+}
+
+// aligned reports whether r's rows end on a RowAlign boundary, so that a
+// call after it starts on one. Only encode and decode run row GEMMs.
+func (b *Batcher) aligned(r *request) bool {
+	if r.key.op != opEncode && r.key.op != opDecode {
+		return true
+	}
+	return (r.items*r.key.n)%b.opts.RowAlign == 0
 }
 
 // run computes one batch and hands each request its rows.

@@ -99,7 +99,7 @@ func TestBitIdentical(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				r := rand.New(rand.NewPCG(uint64(i), 1))
-				B, N := 1+r.IntN(3), []int{8, 16}[i%2]
+				B, N := 1+r.IntN(3), []int{8, 3, 16, 5}[i%4] // 3 and 5: rows not a multiple of the GEMM's 4-row block
 				ctx := context.Background()
 				x := randF(r, B*N*c.InDim)
 				want, _ := tok.Encode(x, B, N)
@@ -171,6 +171,30 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 type result struct {
 	codes []int32
 	err   error
+}
+
+// TestRowAlignNeeded shows why Options.RowAlign exists: the CPU engine's
+// float results for a sample depend on its rows' offset modulo 4 within the
+// engine call. If the engine becomes row-invariant this test fails: then
+// set RowAlign's default to 1 and delete it.
+func TestRowAlignNeeded(t *testing.T) {
+	tok := newTok(t)
+	c := tok.Config()
+	r := rand.New(rand.NewPCG(1, 1))
+	const N = 3
+	codes := randCodes(r, 2*N*c.NumCodebooks, c.CodebookSize)
+	both, _ := tok.Decode(codes, 2, N)
+	first, _ := tok.Decode(codes[:N*c.NumCodebooks], 1, N)
+	if bitsEqual(first, both[:N*c.InDim]) {
+		t.Skip("this engine (no SIMD GEMM?) is row-invariant here; RowAlign is not needed by it")
+	}
+	aligned := 8
+	codes = randCodes(r, 2*aligned*c.NumCodebooks, c.CodebookSize)
+	both, _ = tok.Decode(codes, 2, aligned)
+	second, _ := tok.Decode(codes[aligned*c.NumCodebooks:], 1, aligned)
+	if !bitsEqual(second, both[aligned*c.InDim:]) {
+		t.Errorf("decode of a sample at a row offset of %d differs from a direct call: RowAlign=4 is not enough", aligned)
+	}
 }
 
 // TestCancelMidBatch: with one batch running (held at a gate) and more

@@ -29,6 +29,14 @@ var _ batch.ImageEngine = (*Images)(nil)
 // ImageModel reports that the fake image model is present.
 func (f *Images) ImageModel() error { return nil }
 
+// Device forwards to the feature engine when it names one.
+func (f *Images) Device() string {
+	if d, ok := f.FeatureEngine.(interface{ Device() string }); ok {
+		return d.Device()
+	}
+	return "fake"
+}
+
 // ImageSize is S.
 func (f *Images) ImageSize() int { return f.S }
 
