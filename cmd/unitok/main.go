@@ -7,6 +7,8 @@
 //	unitok inspect  CKPT                                # config, tensors, what is missing
 //	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
+//	unitok serve    --checkpoint CKPT [--addr 127.0.0.1:8080]   # HTTP service (see unitok serve -h)
+//	unitok loadgen  --addr URL --checkpoint CKPT                # load test against a server
 //
 // Every failure prints one line, "unitok: <what went wrong>", to stderr and
 // exits with status 1. Outputs are written atomically: a failed run leaves
@@ -37,6 +39,8 @@ commands:
   inspect  [--json] CKPT                                           config, tensors, what is missing
   convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
+  serve    --checkpoint CKPT [--addr 127.0.0.1:8080]                HTTP service with dynamic batching (serve -h)
+  loadgen  --addr URL --checkpoint CKPT [--concurrency 1,8,64,256]  load test a server, with the direct baseline
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
@@ -79,6 +83,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runConvert(rest, stdout, stderr)
 	case "bench":
 		return runBench(rest, stdout)
+	case "serve":
+		return runServe(rest, stdout, stderr)
+	case "loadgen":
+		return runLoadgen(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp

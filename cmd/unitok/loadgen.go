@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/unitok/unitok/api"
+	"github.com/unitok/unitok/internal/npy"
+)
+
+// runLoadgen is `unitok loadgen`: single-feature-set encode requests at
+// each concurrency level against a server on loopback, each level bounded
+// in time and count, then the direct batched library baseline on the same
+// work in this process. It prints a Markdown table.
+func runLoadgen(args []string, stdout io.Writer) error {
+	fs := newFlagSet("loadgen")
+	var ef engineFlags
+	ef.register(fs)
+	addr := fs.String("addr", "http://127.0.0.1:8080", "server URL (loopback only)")
+	levels := fs.String("concurrency", "1,8,64,256", "comma-separated concurrency levels")
+	dur := fs.Duration("duration", 5*time.Second, "time per level")
+	maxReq := fs.Int("max-requests", 20000, "requests per level at most")
+	in := fs.String("in", "", "features .npy (B,N,C); one sample per request (default: random)")
+	tokens := fs.Int("tokens", 256, "tokens per request when --in is not given")
+	pid := fs.Int("server-pid", 0, "server process, for its RSS")
+	batchB := fs.Int("baseline-batch", 64, "batch size of the direct library baseline")
+	if _, err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	u, err := url.Parse(*addr)
+	if err != nil {
+		return fmt.Errorf("--addr: %v", err)
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--addr %s: loadgen only targets loopback", *addr)
+	}
+	var conc []int
+	for _, s := range strings.Split(*levels, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || c <= 0 || c > 4096 {
+			return fmt.Errorf("--concurrency: bad level %q", s)
+		}
+		conc = append(conc, c)
+	}
+	opts, _, err := ef.options()
+	if err != nil {
+		return err
+	}
+	tok, err := ef.openTokenizer(opts)
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	C := tok.Config().InDim
+	var samples [][]float32
+	N := *tokens
+	if *in != "" {
+		a, err := npy.Open(*in)
+		if err != nil {
+			return inputErr(*in, err)
+		}
+		x, err := a.Float32()
+		if err != nil || len(a.Shape) != 3 || a.Shape[2] != C {
+			a.Close()
+			return fmt.Errorf("--in %s: want float (B, N, %d), have %v (%v)", *in, C, a.Shape, err)
+		}
+		N = a.Shape[1]
+		for b := 0; b < a.Shape[0]; b++ {
+			samples = append(samples, slices.Clone(x[b*N*C:(b+1)*N*C]))
+		}
+		a.Close()
+	} else {
+		for b := 0; b < 4; b++ {
+			x := make([]float32, N*C)
+			for i := range x {
+				x[i] = float32((i*7919+b*104729)%2001)/1000 - 1
+			}
+			samples = append(samples, x)
+		}
+	}
+	bodies := make([][]byte, len(samples))
+	for i, x := range samples {
+		bodies[i] = api.AppendNPY(nil, []int{1, N, C}, x, nil)
+	}
+
+	fmt.Fprintf(stdout, "| concurrency | requests | ok/s | tokens/s | p50 ms | p99 ms | p99.9 ms | 429 | other errors | server RSS MiB |\n")
+	fmt.Fprintf(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	var at64 float64
+	for _, c := range conc {
+		r := loadLevel(*addr+api.PathEncode, bodies, c, *dur, *maxReq)
+		okps := float64(r.ok) / r.wall.Seconds()
+		if c == 64 {
+			at64 = okps
+		}
+		fmt.Fprintf(stdout, "| %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %d | %d | %s |\n",
+			c, r.sent, okps, okps*float64(N), msOf(r.pct(0.5)), msOf(r.pct(0.99)), msOf(r.pct(0.999)), r.overloaded, r.other, rss(*pid))
+	}
+	// Direct batched baseline: the same samples, batches of baseline-batch.
+	B := *batchB
+	x := make([]float32, 0, B*N*C)
+	for b := 0; b < B; b++ {
+		x = append(x, samples[b%len(samples)]...)
+	}
+	dst := make([]int32, B*N*tok.Config().NumCodebooks)
+	start := time.Now()
+	calls := 0
+	for time.Since(start) < *dur && calls*B < *maxReq {
+		if err := tok.EncodeInto(dst, x, B, N); err != nil {
+			return err
+		}
+		calls++
+	}
+	direct := float64(calls*B) / time.Since(start).Seconds()
+	fmt.Fprintf(stdout, "\ndirect batched library (B=%d, N=%d, in the load generator's process): %.1f samples/s, %.0f tokens/s\n", B, N, direct, direct*float64(N))
+	if at64 > 0 {
+		fmt.Fprintf(stdout, "server at concurrency 64 / direct batched: %.0f%%\n", 100*at64/direct)
+	}
+	return nil
+}
+
+type levelResult struct {
+	sent, ok, overloaded, other int
+	lat                         []time.Duration
+	wall                        time.Duration
+}
+
+func (r *levelResult) pct(p float64) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	return r.lat[min(len(r.lat)-1, int(p*float64(len(r.lat))))]
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func loadLevel(target string, bodies [][]byte, conc int, dur time.Duration, maxReq int) *levelResult {
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: 60 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	var mu sync.Mutex
+	res := &levelResult{}
+	var wg sync.WaitGroup
+	next := make(chan int, conc)
+	go func() {
+		defer close(next)
+		for i := 0; i < maxReq; i++ {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				req, _ := http.NewRequest(http.MethodPost, target, bytes.NewReader(bodies[i%len(bodies)]))
+				req.Header.Set("Content-Type", api.ContentNPY)
+				t0 := time.Now()
+				resp, err := hc.Do(req)
+				status := 0
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					status = resp.StatusCode
+				}
+				d := time.Since(t0)
+				mu.Lock()
+				res.sent++
+				switch {
+				case status == 200:
+					res.ok++
+					res.lat = append(res.lat, d)
+				case status == 429:
+					res.overloaded++
+				default:
+					res.other++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.wall = time.Since(start)
+	slices.Sort(res.lat)
+	return res
+}
+
+// rss reads a process's resident set from /proc ("-" when unknown).
+func rss(pid int) string {
+	if pid <= 0 {
+		return "-"
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "-"
+	}
+	var cur, peak string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 {
+			switch f[0] {
+			case "VmRSS:":
+				cur = f[1]
+			case "VmHWM:":
+				peak = f[1]
+			}
+		}
+	}
+	kb, err1 := strconv.Atoi(cur)
+	pk, err2 := strconv.Atoi(peak)
+	if errors.Join(err1, err2) != nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f (peak %.0f)", float64(kb)/1024, float64(pk)/1024)
+}
