@@ -21,7 +21,7 @@ echo "# unitok serve load test ($(date -u +%F), $(nproc) cores, CPU engine, chec
 echo
 echo "Measured on a shared, noisy machine (other jobs running): read ratios from the same run, not absolute numbers."
 echo
-"$BIN" loadgen --addr http://127.0.0.1:$PORT --checkpoint "$CKPT" --device cpu --in "$IN" --duration "$DUR" --server-pid $SPID
+"$BIN" loadgen --addr http://127.0.0.1:$PORT --checkpoint "$CKPT" --device cpu --in "$IN" --tokens ${TOKENS:-64} --duration "$DUR" --server-pid $SPID
 kill -TERM $SPID
 wait $SPID && echo && echo "server drained and exited 0 on SIGTERM"
 trap - EXIT

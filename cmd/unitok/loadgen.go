@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/unitok/unitok"
 	"github.com/unitok/unitok/api"
 	"github.com/unitok/unitok/internal/npy"
 )
@@ -33,7 +34,7 @@ func runLoadgen(args []string, stdout io.Writer) error {
 	dur := fs.Duration("duration", 5*time.Second, "time per level")
 	maxReq := fs.Int("max-requests", 20000, "requests per level at most")
 	in := fs.String("in", "", "features .npy (B,N,C); one sample per request (default: random)")
-	tokens := fs.Int("tokens", 256, "tokens per request when --in is not given")
+	tokens := fs.Int("tokens", 256, "tokens per request (with --in: the first TOKENS of each sample)")
 	pid := fs.Int("server-pid", 0, "server process, for its RSS")
 	batchB := fs.Int("baseline-batch", 64, "batch size of the direct library baseline")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
@@ -78,9 +79,14 @@ func runLoadgen(args []string, stdout io.Writer) error {
 			return fmt.Errorf("--in %s: want float (B, N, %d), have %v (%v)", *in, C, a.Shape, err)
 		}
 		N = a.Shape[1]
-		for b := 0; b < a.Shape[0]; b++ {
-			samples = append(samples, slices.Clone(x[b*N*C:(b+1)*N*C]))
+		use := N
+		if *tokens > 0 && *tokens < N {
+			use = *tokens // the first tokens of each sample
 		}
+		for b := 0; b < a.Shape[0]; b++ {
+			samples = append(samples, slices.Clone(x[b*N*C:b*N*C+use*C]))
+		}
+		N = use
 		a.Close()
 	} else {
 		for b := 0; b < 4; b++ {
@@ -96,35 +102,38 @@ func runLoadgen(args []string, stdout io.Writer) error {
 		bodies[i] = api.AppendNPY(nil, []int{1, N, C}, x, nil)
 	}
 
-	fmt.Fprintf(stdout, "| concurrency | requests | ok/s | tokens/s | p50 ms | p99 ms | p99.9 ms | 429 | other errors | server RSS MiB |\n")
-	fmt.Fprintf(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	before, err := directBaseline(tok, samples, N, *batchB, *dur, *maxReq)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "| concurrency | requests | ok/s | tokens/s | p50 ms | p99 ms | p99.9 ms | 429 | other errors | calls per batch | server RSS MiB |\n")
+	fmt.Fprintf(stdout, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	var at64 float64
 	for _, c := range conc {
+		s0, n0 := batchStats(*addr)
 		r := loadLevel(*addr+api.PathEncode, bodies, c, *dur, *maxReq)
+		s1, n1 := batchStats(*addr)
+		perBatch := "-"
+		if n1 > n0 {
+			perBatch = fmt.Sprintf("%.1f", (s1-s0)/(n1-n0))
+		}
 		okps := float64(r.ok) / r.wall.Seconds()
 		if c == 64 {
 			at64 = okps
 		}
-		fmt.Fprintf(stdout, "| %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %d | %d | %s |\n",
-			c, r.sent, okps, okps*float64(N), msOf(r.pct(0.5)), msOf(r.pct(0.99)), msOf(r.pct(0.999)), r.overloaded, r.other, rss(*pid))
-	}
-	// Direct batched baseline: the same samples, batches of baseline-batch.
-	B := *batchB
-	x := make([]float32, 0, B*N*C)
-	for b := 0; b < B; b++ {
-		x = append(x, samples[b%len(samples)]...)
-	}
-	dst := make([]int32, B*N*tok.Config().NumCodebooks)
-	start := time.Now()
-	calls := 0
-	for time.Since(start) < *dur && calls*B < *maxReq {
-		if err := tok.EncodeInto(dst, x, B, N); err != nil {
-			return err
+		fmt.Fprintf(stdout, "| %d | %d | %.1f | %.0f | %.2f | %.2f | %.2f | %d | %d | %s | %s |\n",
+			c, r.sent, okps, okps*float64(N), msOf(r.pct(0.5)), msOf(r.pct(0.99)), msOf(r.pct(0.999)), r.overloaded, r.other, perBatch, rss(*pid))
+		if r.firstErr != "" {
+			fmt.Fprintf(os.Stderr, "loadgen: concurrency %d: first other error: %s\n", c, r.firstErr)
 		}
-		calls++
 	}
-	direct := float64(calls*B) / time.Since(start).Seconds()
-	fmt.Fprintf(stdout, "\ndirect batched library (B=%d, N=%d, in the load generator's process): %.1f samples/s, %.0f tokens/s\n", B, N, direct, direct*float64(N))
+	after, err := directBaseline(tok, samples, N, *batchB, *dur, *maxReq)
+	if err != nil {
+		return err
+	}
+	direct := (before + after) / 2
+	fmt.Fprintf(stdout, "\ndirect batched library (B=%d, N=%d, in the load generator's process, measured before and after the server levels): %.1f and %.1f samples/s, mean %.1f samples/s (%.0f tokens/s)\n",
+		*batchB, N, before, after, direct, direct*float64(N))
 	if at64 > 0 {
 		fmt.Fprintf(stdout, "server at concurrency 64 / direct batched: %.0f%%\n", 100*at64/direct)
 	}
@@ -134,6 +143,7 @@ func runLoadgen(args []string, stdout io.Writer) error {
 type levelResult struct {
 	sent, ok, overloaded, other int
 	lat                         []time.Duration
+	firstErr                    string
 	wall                        time.Duration
 }
 
@@ -193,6 +203,9 @@ func loadLevel(target string, bodies [][]byte, conc int, dur time.Duration, maxR
 					res.overloaded++
 				default:
 					res.other++
+					if res.firstErr == "" {
+						res.firstErr = fmt.Sprintf("status %d, error %v", status, err)
+					}
 				}
 				mu.Unlock()
 			}
@@ -230,4 +243,49 @@ func rss(pid int) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.0f (peak %.0f)", float64(kb)/1024, float64(pk)/1024)
+}
+
+// directBaseline runs the library directly on batches of B samples for at
+// most dur (and maxReq samples) and returns samples per second.
+func directBaseline(tok *unitok.Tokenizer, samples [][]float32, N, B int, dur time.Duration, maxReq int) (float64, error) {
+	C := tok.Config().InDim
+	x := make([]float32, 0, B*N*C)
+	for b := 0; b < B; b++ {
+		x = append(x, samples[b%len(samples)]...)
+	}
+	dst := make([]int32, B*N*tok.Config().NumCodebooks)
+	start := time.Now()
+	calls := 0
+	for time.Since(start) < dur && calls*B < maxReq {
+		if err := tok.EncodeInto(dst, x, B, N); err != nil {
+			return 0, err
+		}
+		calls++
+	}
+	return float64(calls*B) / time.Since(start).Seconds(), nil
+}
+
+// batchStats reads the server's encode batch-calls histogram (sum, count)
+// from /metrics; zeros when unavailable.
+func batchStats(addr string) (sum, count float64) {
+	resp, err := http.Get(addr + api.PathMetrics)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case `unitok_batch_calls_sum{op="encode"}`:
+			sum = v
+		case `unitok_batch_calls_count{op="encode"}`:
+			count = v
+		}
+	}
+	return sum, count
 }
