@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/unitok/unitok"
@@ -45,6 +46,9 @@ type Config struct {
 	// registry is used for both.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// ProcessMetrics adds the Go runtime and process collectors to the
+	// fresh registry made when Registerer and Gatherer are nil.
+	ProcessMetrics bool
 	// GPUStats, if set, is called at each scrape for per-GPU gauges
 	// (nil or empty when there is no GPU).
 	GPUStats func() []GPUStat
@@ -120,6 +124,9 @@ func New(cfg Config) (*Server, error) {
 	reg, gat := cfg.Registerer, cfg.Gatherer
 	if reg == nil && gat == nil {
 		r := prometheus.NewRegistry()
+		if cfg.ProcessMetrics {
+			r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		}
 		reg, gat = r, r
 	} else if gat == nil {
 		if g, ok := reg.(prometheus.Gatherer); ok {

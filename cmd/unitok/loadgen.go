@@ -132,10 +132,15 @@ func runLoadgen(args []string, stdout io.Writer) error {
 		return err
 	}
 	direct := (before + after) / 2
+	single, err := directBaseline(tok, samples, N, 1, *dur, *maxReq)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "\ndirect batched library (B=%d, N=%d, in the load generator's process, measured before and after the server levels): %.1f and %.1f samples/s, mean %.1f samples/s (%.0f tokens/s)\n",
 		*batchB, N, before, after, direct, direct*float64(N))
+	fmt.Fprintf(stdout, "direct unbatched library (B=1, one call at a time): %.1f samples/s\n", single)
 	if at64 > 0 {
-		fmt.Fprintf(stdout, "server at concurrency 64 / direct batched: %.0f%%\n", 100*at64/direct)
+		fmt.Fprintf(stdout, "server at concurrency 64 / direct batched: %.0f%%; / direct unbatched: %.0f%%\n", 100*at64/direct, 100*at64/single)
 	}
 	return nil
 }

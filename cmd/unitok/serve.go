@@ -14,9 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/unitok/unitok/api"
 	"github.com/unitok/unitok/batch"
 	"github.com/unitok/unitok/server"
@@ -25,6 +22,7 @@ import (
 const serveUsage = `usage: unitok serve --checkpoint CKPT [--addr 127.0.0.1:8080] [flags]
 
   --max-batch N          items per engine batch (default 64)
+  --max-tokens N         tokens (B*N, or rows) per engine batch (default 65536)
   --max-wait D           longest a call waits for company (default 2ms)
   --queue N              calls waiting for a batch before 429 (default 1024)
   --workers N            batches run at once (default 1)
@@ -47,6 +45,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	ef.register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address (loopback by default)")
 	maxBatch := fs.Int("max-batch", 64, "")
+	maxTokens := fs.Int("max-tokens", 65536, "")
 	maxWait := fs.Duration("max-wait", 2*time.Millisecond, "")
 	queue := fs.Int("queue", 1024, "")
 	workers := fs.Int("workers", 1, "")
@@ -95,8 +94,6 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	defer tok.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	openPaths := []string{}
 	for _, p := range strings.Split(*open, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -110,10 +107,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		// DecodeImage/EncodePNG to internal/imageio and GPUStats to
 		// internal/telemetry here.
 		Engine:         tok,
-		Batch:          batch.Options{MaxBatch: *maxBatch, MaxWait: *maxWait, QueueSize: *queue, Workers: *workers},
+		Batch:          batch.Options{MaxBatch: *maxBatch, MaxTokens: *maxTokens, MaxWait: *maxWait, QueueSize: *queue, Workers: *workers},
 		Checkpoint:     ef.checkpoint,
-		Registerer:     reg,
-		Gatherer:       reg,
+		ProcessMetrics: true,
 		AuthToken:      token,
 		OpenPaths:      openPaths,
 		MaxBodyBytes:   *maxBody,
