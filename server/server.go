@@ -255,9 +255,9 @@ func (s *Server) routes() http.Handler {
 		prom.ServeHTTP(w, r)
 		return nil
 	})
-	plain("/", func(w http.ResponseWriter, r *http.Request) error {
-		return &httpError{http.StatusNotFound, "not_found", "no route " + r.URL.Path}
-	})
+	mux.Handle("/", s.wrap("other", false, func(w http.ResponseWriter, r *http.Request) error {
+		return &httpError{http.StatusNotFound, api.KindNotFound, "no route " + r.Method + " " + r.URL.Path}
+	}))
 	return mux
 }
 
@@ -328,7 +328,7 @@ func (s *Server) wrap(route string, isAPI bool, h func(w http.ResponseWriter, r 
 			ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 			defer cancel()
 			r = r.WithContext(ctx)
-		} else if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		} else if route != "other" && r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			s.writeError(w, &httpError{http.StatusMethodNotAllowed, api.KindMethod, r.Method + " " + r.URL.Path + ": want GET"})
 			return

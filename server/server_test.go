@@ -426,6 +426,9 @@ func TestBadInputs(t *testing.T) {
 	if code, _ := get(t, e.ts.URL+"/v2/nothing"); code != 404 {
 		t.Errorf("unknown route: %d", code)
 	}
+	if code, _, body := post(t, e.ts.URL+"/v1/nothing", api.ContentNPY, "", nil); code != 404 || !strings.Contains(string(body), "no route POST /v1/nothing") {
+		t.Errorf("POST to an unknown route: %d %s", code, body)
+	}
 	// The client surfaces kinds as sentinels.
 	if _, err := e.cl.Lookup(context.Background(), []int32{0, 0, 0, 99}, 1); !errors.Is(err, api.ErrBadInput) {
 		t.Errorf("client error: %v", err)
@@ -445,6 +448,28 @@ func TestNoImageModel(t *testing.T) {
 	code, _, body := post(t, ts.URL+api.PathTokenize, api.ContentPNG, "", pngBytes(t, solid(2, 2, 0)))
 	if code != 501 || !strings.Contains(string(body), api.KindNoImageModel) {
 		t.Errorf("tokenize without image model: %d %s", code, body)
+	}
+}
+
+// TestGPUGauges: the telemetry hook's values appear on /metrics; fields
+// a GPU does not report (negative) are left out.
+func TestGPUGauges(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) {
+		c.GPUStats = func() []GPUStat {
+			return []GPUStat{{Index: 0, Name: "H200", UtilizationPct: 87, MemoryUsedBytes: 1 << 30, MemoryTotal: 141e9,
+				SMClockHz: 1.98e9, MemClockHz: -1, PowerWatts: 412.5, TemperatureC: 61, ThrottleReasons: 4}}
+		}
+	})
+	_, b := get(t, e.ts.URL+api.PathMetrics)
+	m := string(b)
+	for _, want := range []string{`unitok_gpu_utilization_percent{gpu="0",name="H200"} 87`, `unitok_gpu_power_watts{gpu="0",name="H200"} 412.5`,
+		`unitok_gpu_memory_used_bytes{gpu="0",name="H200"} 1.073741824e+09`, `unitok_gpu_throttle_reasons{gpu="0",name="H200"} 4`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(m, "unitok_gpu_memory_clock_hertz{") {
+		t.Error("a negative (unreported) field was exported")
 	}
 }
 
