@@ -9,6 +9,8 @@
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
 //	unitok devices  [--json [--watch D [--count N]]]    # GPUs as NVML sees them
 //	unitok prep status --out DIR [--in DIR|GLOB] [--json]   # a data-prep job's merged manifests
+//	unitok serve    --checkpoint CKPT [--addr 127.0.0.1:8080]   # HTTP service (see unitok serve -h)
+//	unitok loadgen  --addr URL --checkpoint CKPT                # load test against a server
 //
 // Every failure prints one line, "unitok: <what went wrong>", to stderr and
 // exits with status 1. Outputs are written atomically: a failed run leaves
@@ -41,6 +43,8 @@ commands:
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
   devices  [--json [--watch D [--count N]]]                        GPUs (NVML): memory, clocks, power, throttling
   preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
+  serve    --checkpoint CKPT [--addr 127.0.0.1:8080]                HTTP service with dynamic batching (serve -h)
+  loadgen  --addr URL --checkpoint CKPT [--concurrency 1,8,64,256]  load test a server, with the direct baseline
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
@@ -96,6 +100,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runPreprocess(rest, stdout, stderr)
 	case "prep":
 		return runPrep(rest, stdout)
+	case "serve":
+		return runServe(rest, stdout, stderr)
+	case "loadgen":
+		return runLoadgen(rest, stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
