@@ -196,8 +196,11 @@ func (c Config) HeadTensors() []Tensor {
 type tlist []Tensor
 
 func (t *tlist) add(name string, shape ...int) { *t = append(*t, Tensor{name, shape}) }
-func (t *tlist) vec(name string, n int)       { t.add(name+".weight", n); t.add(name+".bias", n) }
-func (t *tlist) lin(name string, in, out int) { t.add(name+".weight", out, in); t.add(name+".bias", out) }
+func (t *tlist) vec(name string, n int)        { t.add(name+".weight", n); t.add(name+".bias", n) }
+func (t *tlist) lin(name string, in, out int) {
+	t.add(name+".weight", out, in)
+	t.add(name+".bias", out)
+}
 func (t *tlist) conv(name string, in, out, k, groups int) {
 	t.add(name+".weight", out, in/groups, k, k)
 	t.add(name+".bias", out)
