@@ -80,14 +80,24 @@ func maxAbsDiff(got, want []float32) float64 {
 	return m
 }
 
-// runImageFixture checks every stage of the image path against PyTorch.
-func runImageFixture(t *testing.T, dir string) {
+// synthFixtureTokenizer builds a case's model from the synthetic generator.
+func synthFixtureTokenizer(t *testing.T, dir string) *Tokenizer {
 	f := readImageFixture(t, dir)
 	c, vc := f.configs(t)
 	tok, err := openSynthImage(c, vc, f.Seed, WithDevice("cpu"))
 	require.NoError(t, err)
-	defer tok.Close()
+	return tok
+}
+
+// runImageFixture checks every stage of the image path against PyTorch.
+func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
+	f := readImageFixture(t, dir)
+	c, vc := f.configs(t)
 	require.NoError(t, tok.ImageModel())
+	got, _ := tok.ImageConfig()
+	require.Equal(t, vc.Width, got.Width)
+	require.Equal(t, vc.Heads, got.Heads)
+	require.Equal(t, c.NumHeads, tok.Config().NumHeads)
 	require.Equal(t, f.ImgSize, tok.ImageSize())
 	im := tok.image
 	ctx := context.Background()
@@ -142,7 +152,23 @@ func runImageFixture(t *testing.T, dir string) {
 		relL2(feat, wantFeat), relL2(decIn, wantDecIn), relL2(decOut, wantDecOut), relL2(rec, wantRec), maxAbsDiff(emb, wantEmb), checked, len(wantCodes))
 }
 
-func TestImageTinyMatchesPyTorch(t *testing.T) { runImageFixture(t, "testdata/image/tiny") }
+func TestImageTinyMatchesPyTorch(t *testing.T) {
+	tok := synthFixtureTokenizer(t, "testdata/image/tiny")
+	defer tok.Close()
+	runImageFixture(t, "testdata/image/tiny", tok)
+}
+
+// TestImageFromReleasedLayoutPth opens a torch.save of UniTok's own class
+// (text tower included, bf16 weights) and checks the whole image path
+// against PyTorch on the same (upcast) weights. UniTok's args do not
+// record the projections' head count (UniTok uses C // D = 4 here).
+func TestImageFromReleasedLayoutPth(t *testing.T) {
+	const dir = "testdata/image/tiny_pth"
+	tok, err := Open(filepath.Join(dir, "unitok_tiny_bf16.pth"), WithDevice("cpu"), WithHeads(4))
+	require.NoError(t, err)
+	defer tok.Close()
+	runImageFixture(t, dir, tok)
+}
 
 // TestImageVitaminBaseMatchesPyTorch runs the vitamin_base case (about a
 // minute on two cores with the reference GEMM); opt in with
@@ -151,7 +177,9 @@ func TestImageVitaminBaseMatchesPyTorch(t *testing.T) {
 	if os.Getenv("UNITOK_TEST_VITAMIN_BASE") == "" {
 		t.Skip("set UNITOK_TEST_VITAMIN_BASE=1 to run the vitamin_base image case")
 	}
-	runImageFixture(t, "testdata/image/vitamin_base")
+	tok := synthFixtureTokenizer(t, "testdata/image/vitamin_base")
+	defer tok.Close()
+	runImageFixture(t, "testdata/image/vitamin_base", tok)
 }
 
 func TestImageModelMissingOnCoreOnlyCheckpoint(t *testing.T) {

@@ -11,6 +11,7 @@ utils/config.py imports `tap`):
 
   python3 bench/torch_image_reference.py fixtures --unitok /path/to/UniTok \\
       --out testdata/image [--case tiny] [--case vitamin_base]
+  python3 bench/torch_image_reference.py pth --unitok /path/to/UniTok --out testdata/image
   python3 bench/torch_image_reference.py bench --unitok /path/to/UniTok \\
       --model vitamin_large --batch 1 --threads 2
 
@@ -30,6 +31,12 @@ models.quant.VectorQuantizerM; the decoder is models.vitamin.ViTaminDecoder
 widths, since ViTaminDecoder hard-codes the widths of vitamin_base/large).
 img_to_idx, idx_to_img and encode_image are UniTok's own methods, called on a
 module that holds exactly the attributes they use.
+
+pth mode: testdata/image/tiny_pth/unitok_tiny_bf16.pth is torch.save of the
+real UniTok class (text tower included) in the released layout
+{'args', 'epoch', 'iter', 'trainer': {'config', 'unitok': state_dict}}, tiny
+config, weights stored in bf16; the case's outputs are computed from those
+weights upcast to float32.
 
 Files per case (testdata/image/CASE/): config.json, x.npy (B,3,S,S) f32 input
 in [-1,1]; features.npy (B,N,C) f32 encoder output; latents.npy (B,N,D) f32
@@ -172,6 +179,10 @@ def margins_of(z, quantizer):
 def run_case(mods, name, out):
     case = CASES[name]
     m, UniTok = build(mods, case)
+    save_outputs(m, UniTok, case, os.path.join(out, name))
+
+
+def save_outputs(m, UniTok, case, d, extra=None):
     S, B = case["img_size"], case["B"]
     g = torch.Generator().manual_seed(2000 + case["seed"])
     x = torch.rand(B, 3, S, S, generator=g) * 2 - 1
@@ -184,14 +195,15 @@ def run_case(mods, name, out):
         dec_out = m.decoder(dec_in)
         rec = UniTok.idx_to_img(m, codes)
         emb = UniTok.encode_image(m, x, normalize=True)
-    print(f"{name}: forward {time.time() - t0:.1f}s", file=sys.stderr)
-    d = os.path.join(out, name)
+        margins = margins_of(lat, m.quantizer)
+    print(f"{d}: forward {time.time() - t0:.1f}s", file=sys.stderr)
     os.makedirs(d, exist_ok=True)
     cfg = dict(model=case["model"], img_size=S, B=B, latent_dim=case["D"], num_codebooks=case["K"],
                codebook_size=case["V"], embed_dim=case["E"], seed=case["seed"],
                num_heads=m.encoder.embed_dim // case["D"])
     if case["model"] in CUSTOM:
         cfg["custom"] = CUSTOM[case["model"]]
+    cfg.update(extra or {})
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -200,8 +212,7 @@ def run_case(mods, name, out):
     save("features", feats.numpy())
     save("latents", lat.numpy())
     save("codes", codes.permute(0, 2, 1).numpy().astype(np.int32))
-    with torch.no_grad():
-        save("margins", margins_of(lat, m.quantizer).numpy().astype(np.float32))
+    save("margins", margins.numpy().astype(np.float32))
     save("dec_in", dec_in.numpy())
     save("dec_out", dec_out.numpy())
     save("rec", rec.numpy())
@@ -228,9 +239,54 @@ def run_bench(mods, args):
                                   seconds=best, images_per_s=args.batch / best)))
 
 
+def run_pth(mods, out):
+    """torch.save of the real UniTok class in the released layout, tiny config.
+
+    UniTok(args) builds everything (encoder, quant_proj, quantizer,
+    post_quant_proj, decoder, open_clip text tower, fc_norm, projection,
+    logit_scale); only ViTaminDecoder is swapped for make_decoder because it
+    hard-codes the vitamin_base/large widths. Weights: the synthetic
+    generator for every key (the text tower's too), so the file's image path
+    equals the tiny fixture's.
+    """
+    import collections
+    import types
+    import models.unitok as U
+    V = mods[0]
+    case = CASES["tiny"]
+    U.ViTaminDecoder = lambda model, num_query=0, img_size=256, drop_path=0.0, grad_ckpt=False: \
+        make_decoder(V, model, img_size)
+    args = collections.OrderedDict(
+        model=case["model"], exp_name="unitok_tiny_test", img_size=case["img_size"], resize_ratio=1.125,
+        drop_path=0.0, num_query=0, quant_proj="attn", vocab_width=case["D"], vocab_size=case["K"] * case["V"],
+        num_codebooks=case["K"], vq_beta=0.25, le=0.0, e_temp=0.01, grad_ckpt=False, embed_dim=case["E"],
+        text_width=32, text_heads=2, text_layers=1, text_vocab_size=100, text_context_length=8,
+        bf16=True, fp16=False, tf32=True, dtype=torch.float32, lr=None)
+    model = U.UniTok(types.SimpleNamespace(**args))
+    sd = model.state_dict()
+    new = collections.OrderedDict(
+        (k, torch.from_numpy(image_synth_tensor(k, list(t.shape), case["seed"])) if t.is_floating_point() else t)
+        for k, t in sd.items())
+    model.load_state_dict(new)
+    # Stored in bf16 (half the bytes; exercises the upcast); the reference
+    # outputs come from the same weights upcast back to float32, which is
+    # what load_state_dict into UniTok's float32 modules does.
+    sd16 = collections.OrderedDict((k, v.to(torch.bfloat16) if v.is_floating_point() else v)
+                                   for k, v in model.state_dict().items())
+    model.load_state_dict(collections.OrderedDict((k, v.float()) for k, v in sd16.items()))
+    model.eval()
+    d = os.path.join(out, "tiny_pth")
+    save_outputs(model, U.UniTok, case, d, extra={"checkpoint": "unitok_tiny_bf16.pth"})
+    ckpt = {"args": args, "epoch": 3, "iter": 1234,
+            "trainer": {"config": {"note": "tiny test config"}, "unitok": sd16}}
+    torch.save(ckpt, os.path.join(d, "unitok_tiny_bf16.pth"))
+    groups = collections.Counter(k.split(".")[0] for k in sd)
+    print(f"pth: {len(sd)} tensors {dict(groups)}", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["fixtures", "bench"])
+    p.add_argument("mode", choices=["fixtures", "pth", "bench"])
     p.add_argument("--unitok", required=True, help="UniTok checkout (models/, utils/, open_clip/)")
     p.add_argument("--out", default="testdata/image")
     p.add_argument("--case", action="append", choices=sorted(CASES))
@@ -244,6 +300,8 @@ def main():
     if a.mode == "fixtures":
         for name in a.case or ["tiny"]:
             run_case(mods, name, a.out)
+    elif a.mode == "pth":
+        run_pth(mods, a.out)
     else:
         run_bench(mods, a)
 
