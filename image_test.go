@@ -126,14 +126,18 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 	}
 	require.Greater(t, checked, len(wantCodes)*9/10, "too few codes above the margin to be a test")
 
-	// Decoder input and output from the reference codes.
-	wantDecIn, _ := readF32(t, filepath.Join(dir, "dec_in.npy"))
-	decIn, err := tok.Decode(wantCodes, B, N)
-	require.NoError(t, err)
-	require.Less(t, relL2(decIn, wantDecIn), 1e-4, "post_quant_proj(idx_to_f(codes))")
-	wantDecOut, _ := readF32(t, filepath.Join(dir, "dec_out.npy"))
-	decOut := im.dec.Decode(im.eng, wantDecIn, B, false)
-	require.Less(t, relL2(decOut, wantDecOut), 1e-4, "decoder output before the clamp")
+	// Decoder input and output from the reference codes (optional files:
+	// the vitamin_base case omits them to keep the repository small).
+	if _, err := os.Stat(filepath.Join(dir, "dec_in.npy")); err == nil {
+		wantDecIn, _ := readF32(t, filepath.Join(dir, "dec_in.npy"))
+		decIn, err := tok.Decode(wantCodes, B, N)
+		require.NoError(t, err)
+		require.Less(t, relL2(decIn, wantDecIn), 1e-4, "post_quant_proj(idx_to_f(codes))")
+		wantDecOut, _ := readF32(t, filepath.Join(dir, "dec_out.npy"))
+		decOut := im.dec.Decode(im.eng, wantDecIn, B, false)
+		require.Less(t, relL2(decOut, wantDecOut), 1e-4, "decoder output before the clamp")
+		t.Logf("dec_in %.2g, dec_out %.2g (rel L2)", relL2(decIn, wantDecIn), relL2(decOut, wantDecOut))
+	}
 	wantRec, _ := readF32(t, filepath.Join(dir, "rec.npy"))
 	rec, err := tok.Detokenize(ctx, wantCodes, B)
 	require.NoError(t, err)
@@ -148,8 +152,8 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 	emb, err := tok.EmbedPixels(ctx, x, B)
 	require.NoError(t, err)
 	require.Less(t, maxAbsDiff(emb, wantEmb), 1e-3, "encode_image(normalize=True)")
-	t.Logf("features %.2g, dec_in %.2g, dec_out %.2g, rec %.2g (rel L2); emb max diff %.2g; %d/%d codes above margin",
-		relL2(feat, wantFeat), relL2(decIn, wantDecIn), relL2(decOut, wantDecOut), relL2(rec, wantRec), maxAbsDiff(emb, wantEmb), checked, len(wantCodes))
+	t.Logf("features %.2g, rec %.2g (rel L2); emb max diff %.2g; %d/%d codes above margin",
+		relL2(feat, wantFeat), relL2(rec, wantRec), maxAbsDiff(emb, wantEmb), checked, len(wantCodes))
 }
 
 func TestImageTinyMatchesPyTorch(t *testing.T) {
