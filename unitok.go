@@ -67,6 +67,9 @@ type options struct {
 	layout  Layout
 	threads int
 	streams int
+
+	// maxPixels bounds the image calls (image_api.go); 0: DefaultMaxPixels.
+	maxPixels int64
 }
 
 // Option configures Open and New.

@@ -28,6 +28,19 @@ type source struct {
 // de-duplicated list. Each shard keeps its path relative to the directory
 // or glob root it came from, so outputs mirror the input tree.
 func findShards(in []string, tensor, outDir string) ([]source, error) {
+	return findSources(in, outDir, func(name string) bool {
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".npy":
+			return true
+		case ".safetensors":
+			return tensor != ""
+		}
+		return false
+	})
+}
+
+// findSources is findShards for the files whose names want accepts.
+func findSources(in []string, outDir string, wantExt func(name string) bool) ([]source, error) {
 	absOut, _ := filepath.Abs(outDir)
 	var out []source
 	seenIn := map[string]bool{}
@@ -53,13 +66,7 @@ func findShards(in []string, tensor, outDir string) ([]source, error) {
 		if strings.HasPrefix(name, ".") { // hidden, and atomicfile's temporaries
 			return false
 		}
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".npy":
-			return true
-		case ".safetensors":
-			return tensor != ""
-		}
-		return false
+		return wantExt(name)
 	}
 	walk := func(root string) error {
 		return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
