@@ -39,6 +39,12 @@ commands:
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
   preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
 
+images (PNG, JPEG, GIF, BMP, WebP; preprocessed as UniTok's inference.py; --max-pixels N refuses larger images):
+  tokenize    --checkpoint CKPT --in IMG --out CODES.npy          image -> codes (N,K); --in DIR|GLOB --out DIR: every image
+  detokenize  --checkpoint CKPT --in CODES.npy --out IMG.png|REC.npy   (N,K) or (B,N,K) codes -> image(s) (B>1: IMG-000.png ...) or float32 (3,S,S)/(B,3,S,S) in [-1,1]
+  reconstruct --checkpoint CKPT IN OUT.png [--side-by-side] [--codes CODES.npy]   image -> codes -> image, prints the PSNR
+  embed       --checkpoint CKPT --in IMG --out EMB.npy            CLIP image embedding (E,) float32, L2-normalized
+
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
   outputs mirror the input tree under --out, with manifest.jsonl; rerun the same command to resume
@@ -68,7 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("no command given (want encode, decode, quantize, lookup, inspect, convert or bench; see unitok help)")
+		return errors.New("no command given (want encode, decode, quantize, lookup, tokenize, detokenize, reconstruct, embed, preprocess, inspect, convert or bench; see unitok help)")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -82,11 +88,19 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runBench(rest, stdout)
 	case "preprocess":
 		return runPreprocess(rest, stdout, stderr)
+	case "tokenize":
+		return runTokenize(rest, stdout, stderr)
+	case "detokenize":
+		return runDetokenize(rest, stdout, stderr)
+	case "reconstruct":
+		return runReconstruct(rest, stdout, stderr)
+	case "embed":
+		return runEmbed(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect, convert or bench)", cmd)
+	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, tokenize, detokenize, reconstruct, embed, preprocess, inspect, convert or bench)", cmd)
 }
 
 // oneLine folds a multi-line message into one line.
