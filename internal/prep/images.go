@@ -238,6 +238,10 @@ func RunImages(ctx context.Context, tok *unitok.Tokenizer, opt ImageOptions) (*I
 				if err == nil {
 					d.x, err = imageio.Preprocess(img, S, imageio.DefaultResizeRatio)
 				}
+				if err != nil {
+					// Load names the file; the shard name comes first anyway.
+					err = errors.New(strings.TrimPrefix(oneLine(err.Error()), s.path+": "))
+				}
 				d.err = err
 				select {
 				case ready <- d:
@@ -322,7 +326,7 @@ func RunImages(ctx context.Context, tok *unitok.Tokenizer, opt ImageOptions) (*I
 		}
 		if d.err != nil {
 			sum.fail(d.src.rel, d.err)
-			prog.logf("%s: skipped: %v", d.src.rel, oneLine(d.err.Error()))
+			prog.logf("%s: skipped: %v", d.src.rel, d.err)
 			continue
 		}
 		batch = append(batch, d)
