@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,12 +170,98 @@ func (t *Tokenizer) ImageSize() int {
 	return t.image.cfg.ImgSize
 }
 
-// ImageConfig returns the image architecture, if loaded.
-func (t *Tokenizer) ImageConfig() (vitamin.Config, bool) {
+// ImageArch is the architecture of a checkpoint's image path (UniTok's
+// ViTamin encoder, ViTaminDecoder and CLIP head).
+type ImageArch struct {
+	Model         string // "vitamin_large", "vitamin_base" or "custom"
+	ImageSize     int    // input side in pixels
+	Tokens        int    // tokens per image, (ImageSize/16)^2
+	StemWidth     int
+	StageWidths   []int // MbConvLNBlock stages
+	StageDepths   []int
+	Width         int // ViT width C
+	Depth         int // encoder ViT blocks
+	Heads         int
+	MLPHidden     int
+	DecoderDepth  int   // decoder ViT blocks
+	DecoderWidths []int // after up_conv1 and up_conv3
+	DecoderDepths []int // InvMbConvLNBlocks in up_conv2, up_conv3
+	EmbedDim      int   // CLIP projection width, 0 without a head
+}
+
+func archOf(c vitamin.Config) ImageArch {
+	return ImageArch{Model: c.Name, ImageSize: c.ImgSize, Tokens: c.Tokens(), StemWidth: c.StemWidth,
+		StageWidths: c.StageDims, StageDepths: c.StageDepths, Width: c.Width, Depth: c.Depth, Heads: c.Heads,
+		MLPHidden: c.MLPHidden, DecoderDepth: c.DecDepth, DecoderWidths: c.DecDims, DecoderDepths: c.DecDepths, EmbedDim: c.EmbedDim}
+}
+
+// ImageArch returns the loaded image architecture; false without one.
+func (t *Tokenizer) ImageArch() (ImageArch, bool) {
 	if t == nil || t.image == nil || t.image.enc == nil {
-		return vitamin.Config{}, false
+		return ImageArch{}, false
 	}
-	return t.image.cfg, true
+	return archOf(t.image.cfg), true
+}
+
+// ImageInfo describes a checkpoint's image path for `unitok inspect`.
+type ImageInfo struct {
+	// Arch is valid when Error is empty or names only missing tensors.
+	Arch ImageArch
+	// Error says why the image path cannot be inferred ("" when it can).
+	Error string
+	// Params counts the parameters of each part ("encoder", "decoder",
+	// "head") that the architecture needs.
+	Params map[string]int
+	// Missing and Misshapen list the image tensors absent from the file or
+	// of the wrong shape ("name: have [..], want [..]").
+	Missing, Misshapen []string
+}
+
+// InspectImage reports the image path of the checkpoint at path: its
+// architecture, parameter counts, and what is missing. Only headers (and
+// for PyTorch checkpoints, the pickle) are read.
+func InspectImage(path string) (*ImageInfo, error) {
+	r, err := openCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	src := newImageSource(r)
+	model, heads, imgSize := imageMeta(r.Metadata())
+	info := &ImageInfo{Params: map[string]int{}}
+	c, err := vitamin.Infer(src, model, heads, imgSize)
+	if err != nil {
+		info.Error = err.Error()
+		return info, nil
+	}
+	info.Arch = archOf(c)
+	for part, list := range map[string][]vitamin.Tensor{"encoder": c.EncoderTensors(), "decoder": c.DecoderTensors(), "head": c.HeadTensors()} {
+		if part == "decoder" && c.DecDepth == 0 {
+			info.Missing = append(info.Missing, "decoder.blocks.0.norm1.weight (no decoder)")
+			continue
+		}
+		if part == "head" && c.EmbedDim == 0 {
+			info.Missing = append(info.Missing, "projection.weight (no CLIP image head)")
+			continue
+		}
+		for _, want := range list {
+			n := 1
+			for _, d := range want.Shape {
+				n *= d
+			}
+			info.Params[part] += n
+			have, ok := src.infos[want.Name]
+			switch {
+			case !ok:
+				info.Missing = append(info.Missing, want.Name)
+			case !equalShape(have.Shape, want.Shape):
+				info.Misshapen = append(info.Misshapen, fmt.Sprintf("%s: have %v, want %v", want.Name, have.Shape, want.Shape))
+			}
+		}
+	}
+	sort.Strings(info.Missing)
+	sort.Strings(info.Misshapen)
+	return info, nil
 }
 
 func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, error) {

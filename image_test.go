@@ -94,7 +94,7 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 	f := readImageFixture(t, dir)
 	c, vc := f.configs(t)
 	require.NoError(t, tok.ImageModel())
-	got, _ := tok.ImageConfig()
+	got, _ := tok.ImageArch()
 	require.Equal(t, vc.Width, got.Width)
 	require.Equal(t, vc.Heads, got.Heads)
 	require.Equal(t, c.NumHeads, tok.Config().NumHeads)
@@ -197,4 +197,50 @@ func TestImageModelMissingOnCoreOnlyCheckpoint(t *testing.T) {
 	_, err = tok.TokenizePixels(context.Background(), make([]float32, 3*256*256), 1)
 	require.ErrorIs(t, err, ErrBadInput)
 	require.Equal(t, 0, tok.ImageSize())
+}
+
+func TestInspectImage(t *testing.T) {
+	info, err := InspectImage("testdata/image/tiny_pth/unitok_tiny_bf16.pth")
+	require.NoError(t, err)
+	require.Empty(t, info.Error)
+	require.Empty(t, info.Missing)
+	require.Empty(t, info.Misshapen)
+	a := info.Arch
+	require.Equal(t, "custom", a.Model)
+	require.Equal(t, 64, a.ImageSize)
+	require.Equal(t, 16, a.Tokens)
+	require.Equal(t, []int{16, 32}, a.StageWidths)
+	require.Equal(t, []int{2, 2}, a.StageDepths)
+	require.Equal(t, 128, a.Width)
+	require.Equal(t, 2, a.Heads)
+	require.Equal(t, []int{32, 16}, a.DecoderWidths)
+	require.Equal(t, []int{2, 1}, a.DecoderDepths)
+	require.Equal(t, 48, a.EmbedDim)
+	require.Equal(t, 48*128+48+2*128, info.Params["head"])
+
+	info, err = InspectImage("testdata/sample/model.safetensors")
+	require.NoError(t, err)
+	require.Contains(t, info.Error, "encoder.patch_embed.backbone.stem.conv1.weight")
+}
+
+func TestVitaminPresetsMatchUniTokParamCounts(t *testing.T) {
+	count := func(ts []vitamin.Tensor) int {
+		n := 0
+		for _, x := range ts {
+			p := 1
+			for _, d := range x.Shape {
+				p *= d
+			}
+			n += p
+		}
+		return n
+	}
+	// Parameter counts of UniTok's modules as built by timm 1.0.9
+	// (timm.create_model(...) as UniTok calls it, pos_embed='none';
+	// ViTaminDecoder(model)), counted in PyTorch.
+	l, b := vitamin.VitaminLarge(1024), vitamin.VitaminBase(768)
+	require.Equal(t, 332330912, count(l.EncoderTensors()))
+	require.Equal(t, 352402531, count(l.DecoderTensors()))
+	require.Equal(t, 86981504, count(b.EncoderTensors()))
+	require.Equal(t, 99827587, count(b.DecoderTensors()))
 }

@@ -210,6 +210,9 @@ def main():
     # --- sizes and geometry ---
     add("tiny_1x1", encode(Image.new("RGB", (1, 1), (200, 30, 90)), "PNG"), "png")
     add("wide_5000x300", encode(Image.fromarray(pattern(5000, 300, 0)), "PNG", optimize=True), "png", keep_rgb=False)
+    # 3000x2000 -> 432x288: downscale by 6.9, 15-tap filters (blocky pattern: compresses to 100 KB).
+    big = Image.fromarray(pattern(750, 500, 9)).resize((3000, 2000), Image.NEAREST)
+    add("big_3000x2000", encode(big, "PNG", optimize=True), "png", keep_rgb=False)
     add("tall_100x700", encode(Image.fromarray(pattern(100, 700, 1)), "PNG"), "png", keep_rgb=False)  # upscale x2.88
     add("small_120x90", encode(photo("coffee.png", (120, 90)), "PNG"), "png")  # upscale both ways
     # 302x300 -> 289x288: crop left = round(16.5) = 16 (half to even), not 17.
@@ -235,6 +238,8 @@ def main():
     add("palette", encode(pal, "PNG"), "png")
     trns = bytes([0, 128] + [255] * 62)
     add("palette_trns", encode(pal, "PNG", transparency=trns), "png")
+    add("gray_trns", encode(cof.convert("L"), "PNG", transparency=int(np.asarray(cof.convert("L"))[5, 5])), "png")
+    add("rgb_trns", encode(cof, "PNG", transparency=tuple(int(v) for v in np.asarray(cof)[5, 5])), "png")
     add("bitdepth1", encode(cof.convert("1"), "PNG"), "png")
 
     # 16-bit: PIL opens gray as I;16 (convert("RGB") clips at 255) and RGB/RGBA/LA as 8-bit (high byte).
@@ -285,6 +290,11 @@ def main():
     i = data.index(b"\xff\xee")
     n = struct.unpack(">H", data[i + 2:i + 4])[0]
     add("jpeg_cmyk_no_adobe", data[:i] + data[i + 2 + n:], "jpg", kind="unsupported", error="unsupported jpeg image")
+
+    frames = [Image.new("RGB", (32, 24), (255, 0, 0)), Image.new("RGB", (32, 24), (0, 255, 0))]
+    add("gif_animated", encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100), "gif")
+    add("webp_animated", encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100),
+        "webp", kind="unsupported", error="animated WebP")
 
     # --- bad files ---
     whole = encode(cof, "PNG")

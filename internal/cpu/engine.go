@@ -208,12 +208,13 @@ func (e *Engine) GELU(x engine.Tensor) engine.Tensor {
 	xt := tens(x)
 	kern.ParallelFor(len(xt.D), 1<<14, e.threads(), func(_, lo, hi int) {
 		for i, v := range xt.D[lo:hi] {
-			xt.D[lo+i] = geluErf(v)
+			xt.D[lo+i] = geluErf32(v)
 		}
 	})
 	return x
 }
 
+// geluErf is the float64 reference GELU (erf), for tests.
 func geluErf(v float32) float32 {
 	x := float64(v)
 	return float32(0.5 * x * (1 + math.Erf(x*(1/math.Sqrt2))))
@@ -228,16 +229,10 @@ func (e *Engine) GeGLU(gate, value engine.Tensor) engine.Tensor {
 	out := newTensor(g.S)
 	kern.ParallelFor(len(g.D), 1<<14, e.threads(), func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
-			out.D[i] = geluTanh(g.D[i]) * v.D[i]
+			out.D[i] = geluTanh32(g.D[i]) * v.D[i]
 		}
 	})
 	return out
-}
-
-func geluTanh(v float32) float32 {
-	x := float64(v)
-	const k = 0.7978845608028654 // sqrt(2/pi)
-	return float32(0.5 * x * (1 + math.Tanh(k*(x+0.044715*x*x*x))))
 }
 
 // Upsample2x: nearest neighbour.

@@ -211,3 +211,42 @@ func TestLayerNormGELUAndGeGLU(t *testing.T) {
 	closeTo(t, "gelu", gl, want, 1e-6)
 	closeTo(t, "geglu", gg, want2, 1e-6)
 }
+
+func TestFastGELUsMatchFloat64(t *testing.T) {
+	var worstErf, worstTanh float64
+	for i := -200000; i <= 200000; i++ {
+		x := float32(i) * 6e-5 // [-12, 12]
+		f := float64(x)
+		we := 0.5 * f * (1 + math.Erf(f/math.Sqrt2))
+		wt := 0.5 * f * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(f+0.044715*f*f*f)))
+		worstErf = max(worstErf, math.Abs(float64(geluErf32(x))-we)/(1+math.Abs(we)))
+		worstTanh = max(worstTanh, math.Abs(float64(geluTanh32(x))-wt)/(1+math.Abs(wt)))
+	}
+	// erf32 is within 4e-7 of erf; GELU multiplies that by |x|/2 where
+	// 1 + erf(x/sqrt2) cancels (x near -4.7): about 1e-6 absolute there.
+	if worstErf > 1.5e-6 || worstTanh > 2e-7 {
+		t.Fatalf("worst error: erf GELU %g, tanh GELU %g", worstErf, worstTanh)
+	}
+	t.Logf("worst error: erf GELU %.2g, tanh GELU %.2g", worstErf, worstTanh)
+}
+
+func BenchmarkGELU(b *testing.B) {
+	x := make([]float32, 1<<16)
+	for i := range x {
+		x[i] = float32(i%2000)*0.004 - 4
+	}
+	b.Run("math.Erf", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for j, v := range x {
+				x[j] = geluErf(v)*0 + v
+			}
+		}
+	})
+	b.Run("erf32", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			for j, v := range x {
+				x[j] = geluErf32(v)*0 + v
+			}
+		}
+	})
+}

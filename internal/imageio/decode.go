@@ -93,20 +93,35 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 	if maxPixels <= 0 {
 		maxPixels = DefaultMaxPixels
 	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, "", fmt.Errorf("reading image: %w", err)
+	// The header is read first, through a tee, so that an image over the
+	// limit is refused before any pixel data is read; the decoder then gets
+	// the bytes already read followed by the rest of the stream.
+	src := &errReader{r: r}
+	var head bytes.Buffer
+	cfg, format, err := DecodeConfig(io.TeeReader(src, &head))
+	if src.err != nil {
+		return nil, format, fmt.Errorf("reading image: %w", src.err)
 	}
-	cfg, format, err := DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return nil, format, err
 	}
 	if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
 		return nil, format, &formatError{ErrTooLarge, fmt.Sprintf("%s image is %dx%d = %d pixels, over the limit of %d", format, cfg.Width, cfg.Height, px, maxPixels)}
 	}
+	if format == "webp" && isAnimatedWebP(head.Bytes()) {
+		return nil, format, &formatError{ErrUnsupported, "unsupported webp image: animated WebP (PIL would read its first frame; Go's decoder reads none)"}
+	}
+	full := io.MultiReader(bytes.NewReader(head.Bytes()), src)
 	var img image.Image
 	switch format {
 	case "gif":
+		// The flag to clear sits before the first frame, so the whole file
+		// is read (all frames: the pixel limit bounds each frame, not the
+		// file).
+		var data []byte
+		if data, err = io.ReadAll(full); err != nil {
+			break
+		}
 		var trns int
 		data, trns = gifKeepTransparentColor(data)
 		img, err = gif.Decode(bytes.NewReader(data))
@@ -114,7 +129,10 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 			img = gifCanvas(m, cfg.Width, cfg.Height, trns)
 		}
 	default:
-		img, _, err = image.Decode(bytes.NewReader(data))
+		img, _, err = image.Decode(full)
+	}
+	if src.err != nil {
+		return nil, format, fmt.Errorf("reading image: %w", src.err)
 	}
 	if err != nil {
 		return nil, format, classify(format, "data", err)
@@ -130,12 +148,27 @@ func Decode(r io.Reader, maxPixels int64) (image.Image, string, error) {
 			img = webpToNRGBA(&m.YCbCr, m.A, m.AStride)
 		}
 	}
-	if format == "png" && isGray16PNG(data) {
+	if format == "png" && isGray16PNG(head.Bytes()) {
 		if m, ok := img.(*image.NRGBA64); ok {
 			img = nrgba64ToGray16(m)
 		}
 	}
 	return img, format, nil
+}
+
+// errReader remembers the first error of the underlying reader other than
+// io.EOF, so that a failing disk is not reported as a corrupt image.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // Load opens and decodes the file at path (see Decode).
@@ -145,6 +178,9 @@ func Load(path string, maxPixels int64) (image.Image, string, error) {
 		return nil, "", err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		return nil, "", fmt.Errorf("%s is a directory, not an image", path)
+	}
 	img, format, err := Decode(f, maxPixels)
 	if err != nil {
 		return nil, format, fmt.Errorf("%s: %w", path, err)
@@ -183,6 +219,12 @@ func oneLine(s string) string {
 // "IHDR" (4), width (4), height (4), bit depth (1), color type (1).
 func isGray16PNG(data []byte) bool {
 	return len(data) >= 26 && string(data[12:16]) == "IHDR" && data[24] == 16 && data[25] == 0
+}
+
+// isAnimatedWebP reports whether the extended header (VP8X, the first
+// chunk after "RIFF" size "WEBP") has its animation flag set.
+func isAnimatedWebP(data []byte) bool {
+	return len(data) >= 21 && string(data[12:16]) == "VP8X" && data[20]&0x02 != 0
 }
 
 func nrgba64ToGray16(m *image.NRGBA64) *image.Gray16 {

@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"image"
 	"image/color"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -475,5 +476,31 @@ func TestPreprocessBatchAndSideBySide(t *testing.T) {
 				t.Fatalf("(%d,%d) = %v, want %d", x, y, c, want)
 			}
 		}
+	}
+}
+
+type failReader struct{ err error }
+
+func (f failReader) Read([]byte) (int, error) { return 0, f.err }
+
+func TestDecodeStreams(t *testing.T) {
+	// Nothing past the header is read when the image is over the limit.
+	tail := failReader{errors.New("read past the header")}
+	_, _, err := Decode(io.MultiReader(bytes.NewReader(pngHeader(20000, 20000)), tail), 0)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("got %v, want ErrTooLarge before reading on", err)
+	}
+	// A failing reader is reported as such, not as a corrupt image.
+	data, err := os.ReadFile(filepath.Join(fixtures, "inputs/coffee.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Decode(io.MultiReader(bytes.NewReader(data[:len(data)/2]), failReader{io.ErrClosedPipe}), 0)
+	if !errors.Is(err, io.ErrClosedPipe) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("got %v, want the reader's error", err)
+	}
+	// A directory is named as one.
+	if _, _, err := Load(fixtures, 0); err == nil || !strings.Contains(err.Error(), "is a directory") {
+		t.Fatalf("Load(dir): %v", err)
 	}
 }
