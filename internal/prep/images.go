@@ -112,9 +112,9 @@ func IsImageFile(name string) bool {
 // imageParams fingerprints what determines an image's codes.
 func imageParams(tok *unitok.Tokenizer, opt *ImageOptions, dt npy.DType) string {
 	p := params(Encode, tok, &Options{}, dt)
-	vc, _ := tok.ImageConfig()
+	a, _ := tok.ImageArch()
 	return strings.Replace(p, "op=encode", fmt.Sprintf("op=tokenize-image image=%s/%d/%d/%d size=%d ratio=%g model=%s",
-		vc.Name, vc.Width, vc.Depth, vc.Heads, vc.ImgSize, imageio.DefaultResizeRatio, opt.Model), 1)
+		a.Model, a.Width, a.Depth, a.Heads, a.ImageSize, imageio.DefaultResizeRatio, opt.Model), 1)
 }
 
 // decoded is one image read and preprocessed by a loader goroutine.
