@@ -218,6 +218,8 @@ func inferConfig(s *tensorSet, meta map[string]string) (Config, error) {
 			return c, badInput("checkpoint", "metadata num_heads=%q is not a positive integer", v)
 		}
 		c.NumHeads = h
+	} else if h, ok := unitokArgsHeads(meta, c.InDim); ok {
+		c.NumHeads = h
 	} else {
 		c.NumHeads = DefaultNumHeads
 	}
@@ -229,6 +231,21 @@ func inferConfig(s *tensorSet, meta map[string]string) (Config, error) {
 		c.Causal = b
 	}
 	return c, nil
+}
+
+// unitokArgsHeads is UniTok's head count for a checkpoint that carries its
+// training args (a .pth): UniTok builds both projections as
+// AttnProjection(embed_dim, vocab_width, embed_dim // vocab_width).
+func unitokArgsHeads(meta map[string]string, inDim int) (int, bool) {
+	v, ok := meta["args.vocab_width"]
+	if !ok {
+		return 0, false
+	}
+	w, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || w <= 0 || inDim%w != 0 {
+		return 0, false
+	}
+	return inDim / w, true
 }
 
 // DefaultNumHeads is used when a checkpoint does not record its head count.

@@ -83,6 +83,9 @@ func InspectCheckpoint(path string) (*CheckpointInfo, error) {
 		s.infos[t.Name] = t
 	}
 	_, info.HeadsKnown = info.Metadata["num_heads"]
+	if _, ok := info.Metadata["args.vocab_width"]; ok {
+		info.HeadsKnown = true // UniTok's embed_dim // vocab_width
+	}
 	c, err := inferConfig(s, info.Metadata)
 	if err != nil {
 		info.ConfigError = err.Error()

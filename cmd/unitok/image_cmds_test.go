@@ -383,3 +383,15 @@ func readManifestFile(t *testing.T, p string) map[string]map[string]any {
 	}
 	return out
 }
+
+// TestImageCommandsHeadsFromUniTokArgs: a UniTok .pth needs no --heads: the
+// projections have embed_dim // vocab_width heads (128 // 32 = 4 here), as
+// UniTok builds them, so the codes are PyTorch's.
+func TestImageCommandsHeadsFromUniTokArgs(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "c.npy")
+	r := cli("tokenize", "--checkpoint", tinyPth, "--device", "cpu", "--in", photo("coffee"), "--out", out, "--codes-dtype", "int32")
+	require.Equal(t, 0, r.code, r.stderr)
+	_, _, codes := readInts(t, out)
+	_, want := readIntsFile(t, filepath.Join(cliFix, "codes.npy"))
+	require.Equal(t, want[16*4:], codes)
+}
