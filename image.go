@@ -297,7 +297,11 @@ func (t *Tokenizer) encodeTokens(ctx context.Context, op string, x []float32, B 
 	if err := t.checkPixels(op, x, B); err != nil {
 		return nil, err
 	}
-	return im.enc.Encode(im.eng, x, B), nil
+	feats, err := im.enc.Encode(ctx, im.eng, x, B)
+	if err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	return feats, nil
 }
 
 // TokenizePixels is UniTok's img_to_idx on preprocessed images: x is
@@ -332,7 +336,11 @@ func (t *Tokenizer) Detokenize(ctx context.Context, codes []int32, B int) ([]flo
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return im.dec.Decode(im.eng, feats, B, true), nil
+	img, err := im.dec.Decode(ctx, im.eng, feats, B, true)
+	if err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	return img, nil
 }
 
 // EmbedPixels is UniTok's encode_image(normalize=True) on preprocessed

@@ -108,7 +108,8 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 
 	// Encoder output (intermediate): features (B, N, C).
 	wantFeat, _ := readF32(t, filepath.Join(dir, "features.npy"))
-	feat := im.enc.Encode(im.eng, x, B)
+	feat, err := im.enc.Encode(ctx, im.eng, x, B)
+	require.NoError(t, err)
 	require.Less(t, relL2(feat, wantFeat), 1e-4, "encoder features")
 
 	// Codes equal wherever the float64 top-two margin exceeds 1e-4.
@@ -134,7 +135,8 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 		require.NoError(t, err)
 		require.Less(t, relL2(decIn, wantDecIn), 1e-4, "post_quant_proj(idx_to_f(codes))")
 		wantDecOut, _ := readF32(t, filepath.Join(dir, "dec_out.npy"))
-		decOut := im.dec.Decode(im.eng, wantDecIn, B, false)
+		decOut, err := im.dec.Decode(ctx, im.eng, wantDecIn, B, false)
+		require.NoError(t, err)
 		require.Less(t, relL2(decOut, wantDecOut), 1e-4, "decoder output before the clamp")
 		t.Logf("dec_in %.2g, dec_out %.2g (rel L2)", relL2(decIn, wantDecIn), relL2(decOut, wantDecOut))
 	}
@@ -243,4 +245,44 @@ func TestVitaminPresetsMatchUniTokParamCounts(t *testing.T) {
 	require.Equal(t, 352402531, count(l.DecoderTensors()))
 	require.Equal(t, 86981504, count(b.EncoderTensors()))
 	require.Equal(t, 99827587, count(b.DecoderTensors()))
+}
+
+// cancelAfter is a context whose Err turns to Canceled after n calls, to
+// cancel in the middle of the encoder or decoder.
+type cancelAfter struct {
+	context.Context
+	n int
+}
+
+func (c *cancelAfter) Err() error {
+	if c.n--; c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+func TestImageCallsHonourCancellation(t *testing.T) {
+	tok := synthFixtureTokenizer(t, "testdata/image/tiny")
+	defer tok.Close()
+	x, _ := readF32(t, "testdata/image/tiny/x.npy")
+	codes, _ := readI32(t, "testdata/image/tiny/codes.npy")
+	for _, n := range []int{0, 1, 3, 5} {
+		ctx := &cancelAfter{Context: context.Background(), n: n}
+		_, err := tok.TokenizePixels(ctx, x, 2)
+		require.ErrorIs(t, err, context.Canceled, "tokenize, cancelled after %d checks", n)
+		ctx = &cancelAfter{Context: context.Background(), n: n}
+		_, err = tok.Detokenize(ctx, codes, 2)
+		require.ErrorIs(t, err, context.Canceled, "detokenize, cancelled after %d checks", n)
+	}
+	_, err := tok.EmbedPixels(&cancelAfter{Context: context.Background(), n: 2}, x, 2)
+	require.ErrorIs(t, err, context.Canceled)
+	// Bad shapes and non-finite pixels are ErrBadInput.
+	_, err = tok.TokenizePixels(context.Background(), x[:len(x)-1], 2)
+	require.ErrorIs(t, err, ErrBadInput)
+	bad := append([]float32(nil), x...)
+	bad[5] = float32(math.NaN())
+	_, err = tok.EmbedPixels(context.Background(), bad, 2)
+	require.ErrorIs(t, err, ErrBadInput)
+	_, err = tok.Detokenize(context.Background(), codes[:len(codes)-1], 2)
+	require.ErrorIs(t, err, ErrBadInput)
 }

@@ -1,6 +1,7 @@
 package vitamin
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/unitok/unitok/internal/engine"
@@ -110,13 +111,17 @@ func LoadEncoder(e engine.Engine, src nn.Source, c Config) (*Encoder, error) {
 	return m, nil
 }
 
-// Forward maps images x (B, S, S, 3) NHWC to tokens (B, g, g, C).
-func (m *Encoder) Forward(e engine.Engine, x engine.Tensor) engine.Tensor {
+// Forward maps images x (B, S, S, 3) NHWC to tokens (B, g, g, C). ctx is
+// checked between blocks; on cancellation Forward returns ctx's error.
+func (m *Encoder) Forward(ctx context.Context, e engine.Engine, x engine.Tensor) (engine.Tensor, error) {
 	x = m.Stem.Conv1.Forward(e, x)
 	x = e.GELU(m.Stem.Norm1.Forward(e, x))
 	x = m.Stem.Conv2.Forward(e, x)
 	for _, stage := range m.Stages {
 		for _, b := range stage {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
 			x = b.Forward(e, x)
 		}
 	}
@@ -131,9 +136,12 @@ func (m *Encoder) Forward(e engine.Engine, x engine.Tensor) engine.Tensor {
 		x = e.Add(x, e.FromHost(full, s))
 	}
 	for _, b := range m.Blocks {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		x = b.Forward(e, x)
 	}
-	return m.Norm.Forward(e, x)
+	return m.Norm.Forward(e, x), nil
 }
 
 // Forward runs the block on x.
@@ -259,21 +267,25 @@ func LoadDecoder(e engine.Engine, src nn.Source, c Config) (*Decoder, error) {
 }
 
 // Forward maps tokens (B, g, g, C) to images (B, S, S, 3) NHWC, unclamped.
-func (m *Decoder) Forward(e engine.Engine, x engine.Tensor) engine.Tensor {
+// ctx is checked between blocks.
+func (m *Decoder) Forward(ctx context.Context, e engine.Engine, x engine.Tensor) (engine.Tensor, error) {
 	for _, b := range m.Blocks {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		x = b.Forward(e, x)
 	}
 	x = m.Norm.Forward(e, x)
 	x = m.UpConv1.Forward(e, x)
-	for _, b := range m.UpConv2 {
-		x = b.Forward(e, x)
-	}
-	for _, b := range m.UpConv3 {
+	for _, b := range append(append([]InvMbConvLNBlock(nil), m.UpConv2...), m.UpConv3...) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		x = b.Forward(e, x)
 	}
 	x = m.UpConv4.Conv1.Forward(e, x)
 	x = e.GELU(m.UpConv4.Norm1.Forward(e, x))
-	return m.UpConv4.Conv2.Forward(e, x)
+	return m.UpConv4.Conv2.Forward(e, x), nil
 }
 
 // Head is UniTok's CLIP image head: mean over tokens, fc_norm (eps 1e-6),
@@ -332,22 +344,29 @@ func NHWCToNCHW(x []float32, B, H, W, C int) []float32 {
 
 // Encode runs the encoder on preprocessed images x (B, 3, S, S) NCHW and
 // returns tokens (B, N, C) row-major.
-func (m *Encoder) Encode(e engine.Engine, x []float32, B int) []float32 {
+func (m *Encoder) Encode(ctx context.Context, e engine.Engine, x []float32, B int) ([]float32, error) {
 	S := m.Cfg.ImgSize
 	t := e.FromHost(NCHWToNHWC(x, B, 3, S, S), engine.Shape{B: B, H: S, W: S, C: 3})
-	return e.ToHost(m.Forward(e, t))
+	y, err := m.Forward(ctx, e, t)
+	if err != nil {
+		return nil, err
+	}
+	return e.ToHost(y), nil
 }
 
 // Decode runs the decoder on tokens (B, N, C) and returns images
 // (B, 3, S, S) NCHW, clamped to [-1, 1] when clamp is set.
-func (m *Decoder) Decode(e engine.Engine, tokens []float32, B int, clamp bool) []float32 {
+func (m *Decoder) Decode(ctx context.Context, e engine.Engine, tokens []float32, B int, clamp bool) ([]float32, error) {
 	g, C := m.Cfg.Grid(), m.Cfg.Width
-	y := m.Forward(e, e.FromHost(tokens, engine.Shape{B: B, H: g, W: g, C: C}))
+	y, err := m.Forward(ctx, e, e.FromHost(tokens, engine.Shape{B: B, H: g, W: g, C: C}))
+	if err != nil {
+		return nil, err
+	}
 	if clamp {
 		y = e.Clamp(y, -1, 1)
 	}
 	s := y.Shape()
-	return NHWCToNCHW(e.ToHost(y), s.B, s.H, s.W, s.C)
+	return NHWCToNCHW(e.ToHost(y), s.B, s.H, s.W, s.C), nil
 }
 
 // Embed maps tokens (B, N, C) to L2-normalized embeddings (B, E).
