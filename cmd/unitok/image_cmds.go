@@ -336,30 +336,50 @@ func pngNames(out string, B int) []string {
 // writePNGs writes every image to a temporary file first and publishes
 // them only when all are written, so a failure leaves none of them.
 func writePNGs(names []string, imgs []*image.NRGBA) error {
-	files := make([]*atomicfile.File, 0, len(names))
-	abort := func() {
-		for _, f := range files {
-			f.Abort()
-		}
+	p, err := preparePNGs(names, imgs)
+	if err != nil {
+		return err
 	}
+	return p.commit()
+}
+
+// pendingPNGs are encoded images in temporary files beside their names.
+type pendingPNGs struct {
+	names []string
+	files []*atomicfile.File
+}
+
+func preparePNGs(names []string, imgs []*image.NRGBA) (*pendingPNGs, error) {
+	p := &pendingPNGs{names: names}
 	for i, name := range names {
 		f, err := atomicfile.Create(name, 0o644)
 		if err != nil {
-			abort()
-			return pathErr(name, err)
+			p.abort()
+			return nil, pathErr(name, err)
 		}
-		files = append(files, f)
+		p.files = append(p.files, f)
 		if err := imageio.EncodePNG(f, imgs[i]); err != nil {
-			abort()
-			return pathErr(name, err)
+			p.abort()
+			return nil, pathErr(name, err)
 		}
 	}
-	for i, f := range files {
+	return p, nil
+}
+
+func (p *pendingPNGs) abort() {
+	for _, f := range p.files {
+		f.Abort()
+	}
+}
+
+// commit publishes the files (renames); on a failure the rest are dropped.
+func (p *pendingPNGs) commit() error {
+	for i, f := range p.files {
 		if err := f.Commit(); err != nil {
-			for _, g := range files[i+1:] {
+			for _, g := range p.files[i+1:] {
 				g.Abort()
 			}
-			return pathErr(names[i], err)
+			return pathErr(p.names[i], err)
 		}
 	}
 	return nil
@@ -434,16 +454,19 @@ func runReconstruct(args []string, stdout, stderr io.Writer) error {
 	}
 	K := t.Config().NumCodebooks
 	shape := codesShape(len(codes)/K, K, layout)
+	// The PNG is encoded first, the codes published, then the PNG (a
+	// rename): a failure leaves neither.
+	png, err := preparePNGs([]string{c.out}, []*image.NRGBA{outImg})
+	if err != nil {
+		return err
+	}
 	if *codesOut != "" {
-		// Codes first: the image is the last thing published.
 		if err := npy.WriteInts(*codesOut, shape, codes, c.ef.codesDType); err != nil {
+			png.abort()
 			return pathErr(*codesOut, err)
 		}
 	}
-	if err := writePNGs([]string{c.out}, []*image.NRGBA{outImg}); err != nil {
-		if *codesOut != "" {
-			os.Remove(*codesOut)
-		}
+	if err := png.commit(); err != nil {
 		return err
 	}
 	layoutNote := ""
