@@ -395,3 +395,32 @@ func TestImageCommandsHeadsFromUniTokArgs(t *testing.T) {
 	_, want := readIntsFile(t, filepath.Join(cliFix, "codes.npy"))
 	require.Equal(t, want[16*4:], codes)
 }
+
+// TestImageCommandsLayoutBKN: --layout bkn writes UniTok's (K, N) codes
+// and detokenize reads them back to the same picture.
+func TestImageCommandsLayoutBKN(t *testing.T) {
+	dir := t.TempDir()
+	bnk, bkn := filepath.Join(dir, "bnk.npy"), filepath.Join(dir, "bkn.npy")
+	require.Equal(t, 0, imgCLI("tokenize", "--in", photo("coffee"), "--out", bnk).code)
+	r := imgCLI("tokenize", "--in", photo("coffee"), "--out", bkn, "--layout", "bkn")
+	require.Equal(t, 0, r.code, r.stderr)
+	s1, _, c1 := readInts(t, bnk)
+	s2, _, c2 := readInts(t, bkn)
+	require.Equal(t, []int{16, 4}, s1)
+	require.Equal(t, []int{4, 16}, s2)
+	for n := range 16 {
+		for k := range 4 {
+			require.Equal(t, c1[n*4+k], c2[k*16+n])
+		}
+	}
+	p1, p2 := filepath.Join(dir, "1.png"), filepath.Join(dir, "2.png")
+	require.Equal(t, 0, imgCLI("detokenize", "--in", bnk, "--out", p1).code)
+	r = imgCLI("detokenize", "--in", bkn, "--out", p2, "--layout", "bkn")
+	require.Equal(t, 0, r.code, r.stderr)
+	n, _ := pixelDiff(t, loadPNG(t, p1), loadPNG(t, p2))
+	assert.Zero(t, n)
+	// (K, N) codes read as (N, K) are refused by shape.
+	r = imgCLI("detokenize", "--in", bkn, "--out", filepath.Join(dir, "3.png"))
+	assert.Equal(t, 1, r.code)
+	assert.Contains(t, r.stderr, "shape (4,16) has N=4, K=16")
+}

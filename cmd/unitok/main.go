@@ -4,6 +4,10 @@
 //	unitok decode   --checkpoint CKPT --in CODES.npy    --out FEATURES.npy  # (B,N,K) -> (B,N,C)
 //	unitok quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     # (M,D)   -> (M,K)
 //	unitok lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   # (M,K)   -> (M,D)
+//	unitok tokenize    --checkpoint CKPT --in IMG --out CODES.npy   # image -> codes (N,K); --in DIR|GLOB --out DIR
+//	unitok detokenize  --checkpoint CKPT --in CODES.npy --out IMG.png|REC.npy
+//	unitok reconstruct --checkpoint CKPT IN OUT.png [--side-by-side]
+//	unitok embed       --checkpoint CKPT --in IMG --out EMB.npy     # CLIP image embedding (E,)
 //	unitok inspect  CKPT                                # config, tensors, what is missing
 //	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
