@@ -51,22 +51,33 @@ func BenchmarkImageTokenizeLarge(b *testing.B) {
 	tok, x, _, B := imageBenchSetup(b)
 	ctx := context.Background()
 	b.ResetTimer()
+	cpu0 := processCPUSeconds()
 	for i := 0; i < b.N; i++ {
 		if _, err := tok.TokenizePixels(ctx, x, B); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(B*b.N)/b.Elapsed().Seconds(), "images/s")
+	reportImages(b, B, cpu0)
 }
 
 func BenchmarkImageDetokenizeLarge(b *testing.B) {
 	tok, _, codes, B := imageBenchSetup(b)
 	ctx := context.Background()
 	b.ResetTimer()
+	cpu0 := processCPUSeconds()
 	for i := 0; i < b.N; i++ {
 		if _, err := tok.Detokenize(ctx, codes, B); err != nil {
 			b.Fatal(err)
 		}
 	}
+	reportImages(b, B, cpu0)
+}
+
+// reportImages reports images/s (wall) and CPU seconds per image (all
+// threads; robust to other load on a shared machine).
+func reportImages(b *testing.B, B int, cpu0 float64) {
 	b.ReportMetric(float64(B*b.N)/b.Elapsed().Seconds(), "images/s")
+	if cpu := processCPUSeconds() - cpu0; cpu > 0 {
+		b.ReportMetric(cpu/float64(B*b.N), "cpu-s/image")
+	}
 }

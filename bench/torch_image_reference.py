@@ -229,14 +229,16 @@ def run_bench(mods, args):
         for op, fn in (("tokenize", lambda: UniTok.img_to_idx(m, x)),
                        ("detokenize", lambda: UniTok.idx_to_img(m, codes))):
             fn()
-            t = []
+            t, c = [], []
             for _ in range(args.iters):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
                 t.append(time.perf_counter() - t0)
+                c.append(time.process_time() - c0)
             best = min(t)
             print(json.dumps(dict(op=op, model=args.model, batch=args.batch, threads=args.threads,
-                                  seconds=best, images_per_s=args.batch / best)))
+                                  seconds=best, images_per_s=args.batch / best,
+                                  cpu_s_per_image=min(c) / args.batch)))
 
 
 def run_pth(mods, out):
