@@ -17,7 +17,9 @@ inference.py's save_img of torch.cat((img, rec_img), dim=3).
 Files (testdata/image/cli/): config.json; x.npy (B,3,S,S) f32 preprocessed
 input; codes.npy (B,N,K) i32; margins.npy (B,N,K) f32 top1 - top2 cosine
 score; rec.npy (B,3,S,S) f32 idx_to_img(codes); emb.npy (B,E) f32;
-NAME_side.png: save_img's side-by-side picture, as inference.py writes it.
+NAME_side.png: save_img's side-by-side picture, as inference.py writes it;
+jpeg_codes.npy, jpeg_margins.npy (J,N,K) and jpeg.json: the same for the JPEG
+inputs listed there (PIL/libjpeg-turbo decoding), for the JPEG measurement.
 """
 
 import argparse
@@ -34,6 +36,8 @@ import torch_image_reference as tir  # noqa: E402
 import torch_reference as tr  # noqa: E402
 
 IMAGES = ["chelsea_full.png", "coffee.png"]
+JPEGS = ["rocket_jpeg_full.jpg", "jpeg_420.jpg", "jpeg_420_odd.jpg", "jpeg_422.jpg", "jpeg_444.jpg",
+         "jpeg_gray.jpg", "jpeg_cmyk.jpg"]
 
 
 def save_img(img, path):
@@ -93,6 +97,18 @@ def main():
                        num_heads=case.get("num_heads", m.encoder.embed_dim // case["D"])), f, indent=1, sort_keys=True)
         f.write("\n")
     print(f"{a.out}: {len(IMAGES)} images, codes {tuple(codes.shape)}", file=sys.stderr)
+
+    # JPEG: PIL (libjpeg-turbo) decodes; Go's decoder differs by IDCT
+    # rounding, so the Go test measures how many codes survive that.
+    xj = torch.stack([pre(Image.open(os.path.join(a.images, n)).convert("RGB")) for n in JPEGS])
+    with torch.no_grad():
+        cj = UniTok.img_to_idx(m, xj)
+        mj = tir.margins_of(m.quant_proj(m.encoder(xj).float()), m.quantizer)
+    save("jpeg_codes", cj.permute(0, 2, 1).numpy().astype(np.int32))
+    save("jpeg_margins", mj.numpy().astype(np.float32))
+    with open(os.path.join(a.out, "jpeg.json"), "w") as f:
+        json.dump(dict(images=JPEGS), f, indent=1)
+        f.write("\n")
 
 
 if __name__ == "__main__":
