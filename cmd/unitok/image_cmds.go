@@ -110,7 +110,7 @@ func (c *imageCmd) open() (*unitok.Tokenizer, unitok.Layout, error) {
 	}
 	if err := t.ImageModel(); err != nil {
 		t.Close()
-		return nil, 0, fmt.Errorf("%s: no image model: %s", c.ef.checkpoint, strings.TrimPrefix(err.Error(), "image model: "))
+		return nil, 0, fmt.Errorf("%s: %v", c.ef.checkpoint, err) // "image model: missing tensor ... (no ViTamin encoder ...)"
 	}
 	return t, layout, nil
 }
@@ -514,7 +514,8 @@ func runEmbed(args []string, stdout, stderr io.Writer) error {
 	emb, err := t.EmbedImages(context.Background(), []image.Image{img})
 	if err != nil {
 		if strings.Contains(err.Error(), "missing tensor") {
-			return fmt.Errorf("%s: no CLIP image head: %s", c.ef.checkpoint, strings.TrimPrefix(err.Error(), "embed: image model: "))
+			// "embed: image model: missing tensor projection.weight (no CLIP image head ...)"
+			return fmt.Errorf("%s: %s", c.ef.checkpoint, strings.TrimPrefix(err.Error(), "embed: "))
 		}
 		return c.imageErr(err)
 	}

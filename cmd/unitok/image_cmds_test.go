@@ -286,7 +286,7 @@ func TestImageCommandsBadInput(t *testing.T) {
 	} {
 		r := cli(append([]string{cmd[0], "--checkpoint", core, "--device", "cpu"}, cmd[1:]...)...)
 		assert.Equal(t, 1, r.code, cmd)
-		assert.Equal(t, "unitok: "+core+": no image model: missing tensor encoder.patch_embed.backbone.stem.conv1.weight (no ViTamin encoder in the checkpoint)\n", r.stderr)
+		assert.Equal(t, "unitok: "+core+": image model: missing tensor encoder.patch_embed.backbone.stem.conv1.weight (no ViTamin encoder in the checkpoint)\n", r.stderr)
 	}
 	for _, p := range []string{"c1.npy", "c2.npy", "c3.png", "c4.png", "c5"} {
 		_, err := os.Stat(filepath.Join(dir, p))
