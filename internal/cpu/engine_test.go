@@ -215,6 +215,22 @@ func TestLayerNormGELUAndGeGLU(t *testing.T) {
 	closeTo(t, "geglu", gg, want2, 1e-6)
 }
 
+func TestExp32(t *testing.T) {
+	worst := 0.0
+	for i := -1000000; i <= 1000000; i++ {
+		x := float32(i) * 8.7e-5 // [-87, 87] (below -87.34 the result is subnormal; exp32 flushes to 0)
+		want := math.Exp(float64(x))
+		worst = max(worst, math.Abs(float64(exp32(x))-want)/want)
+	}
+	if worst > 2.5e-7 {
+		t.Fatalf("exp32 worst relative error %g", worst)
+	}
+	if exp32(-100) != 0 || !math.IsInf(float64(exp32(100)), 1) || exp32(0) != 1 {
+		t.Fatalf("exp32 limits: %g %g %g", exp32(-100), exp32(100), exp32(0))
+	}
+	t.Logf("exp32 worst relative error %.2g", worst)
+}
+
 func TestFastGELUsMatchFloat64(t *testing.T) {
 	var worstErf, worstTanh float64
 	for i := -200000; i <= 200000; i++ {
