@@ -118,10 +118,20 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 		return fail(fmt.Errorf("image size %d gives no tokens", c.ImgSize))
 	}
 	var err error
-	if im.enc, err = vitamin.LoadEncoder(im.eng, src, c); err != nil {
-		return fail(err)
+	if im.enc, err = vitamin.LoadEncoder(im.eng, src, c); err == nil {
+		im.dec, err = vitamin.LoadDecoder(im.eng, src, c)
 	}
-	if im.dec, err = vitamin.LoadDecoder(im.eng, src, c); err != nil {
+	if err != nil {
+		missing, misshapen := imageTensorCheck(src, c, nil)
+		var core []string // the head is optional here
+		for _, m := range missing {
+			if !strings.HasPrefix(m, "fc_norm.") && !strings.HasPrefix(m, "projection.") {
+				core = append(core, m)
+			}
+		}
+		if d := describeImageProblems(core, misshapen); d != "" {
+			err = fmt.Errorf("%s (%s)", d, c.Name)
+		}
 		return fail(err)
 	}
 	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
@@ -235,13 +245,20 @@ func InspectImage(path string) (*ImageInfo, error) {
 		return info, nil
 	}
 	info.Arch = archOf(c)
+	info.Missing, info.Misshapen = imageTensorCheck(src, c, info.Params)
+	return info, nil
+}
+
+// imageTensorCheck compares the checkpoint's tensors with what config c
+// needs, counting parameters per part into params (may be nil).
+func imageTensorCheck(src *imageSource, c vitamin.Config, params map[string]int) (missing, misshapen []string) {
 	for part, list := range map[string][]vitamin.Tensor{"encoder": c.EncoderTensors(), "decoder": c.DecoderTensors(), "head": c.HeadTensors()} {
 		if part == "decoder" && c.DecDepth == 0 {
-			info.Missing = append(info.Missing, "decoder.blocks.0.norm1.weight (no decoder)")
+			missing = append(missing, "decoder.blocks.0.norm1.weight (no decoder)")
 			continue
 		}
 		if part == "head" && c.EmbedDim == 0 {
-			info.Missing = append(info.Missing, "projection.weight (no CLIP image head)")
+			missing = append(missing, "projection.weight (no CLIP image head)")
 			continue
 		}
 		for _, want := range list {
@@ -249,19 +266,40 @@ func InspectImage(path string) (*ImageInfo, error) {
 			for _, d := range want.Shape {
 				n *= d
 			}
-			info.Params[part] += n
+			if params != nil {
+				params[part] += n
+			}
 			have, ok := src.infos[want.Name]
 			switch {
 			case !ok:
-				info.Missing = append(info.Missing, want.Name)
+				missing = append(missing, want.Name)
 			case !equalShape(have.Shape, want.Shape):
-				info.Misshapen = append(info.Misshapen, fmt.Sprintf("%s: have %v, want %v", want.Name, have.Shape, want.Shape))
+				misshapen = append(misshapen, fmt.Sprintf("%s: have %v, want %v", want.Name, have.Shape, want.Shape))
 			}
 		}
 	}
-	sort.Strings(info.Missing)
-	sort.Strings(info.Misshapen)
-	return info, nil
+	sort.Strings(missing)
+	sort.Strings(misshapen)
+	return missing, misshapen
+}
+
+// describeImageProblems summarizes missing/misshapen image tensors in one
+// line (the first few named).
+func describeImageProblems(missing, misshapen []string) string {
+	var parts []string
+	name := func(s []string) string {
+		if len(s) <= 3 {
+			return strings.Join(s, ", ")
+		}
+		return strings.Join(s[:3], ", ") + fmt.Sprintf(", and %d more", len(s)-3)
+	}
+	if len(missing) > 0 {
+		parts = append(parts, fmt.Sprintf("%d image tensors missing (%s)", len(missing), name(missing)))
+	}
+	if len(misshapen) > 0 {
+		parts = append(parts, fmt.Sprintf("%d with the wrong shape (%s)", len(misshapen), name(misshapen)))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, error) {

@@ -7,10 +7,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/unitok/unitok/internal/ckpt"
 	"github.com/unitok/unitok/internal/model/vitamin"
 )
 
@@ -285,4 +287,49 @@ func TestImageCallsHonourCancellation(t *testing.T) {
 	require.ErrorIs(t, err, ErrBadInput)
 	_, err = tok.Detokenize(context.Background(), codes[:len(codes)-1], 2)
 	require.ErrorIs(t, err, ErrBadInput)
+}
+
+// partialReader hides some tensors of a reader.
+type partialReader struct {
+	*synthImageReader
+	drop func(name string) bool
+}
+
+func (p partialReader) Tensors() []ckpt.Info {
+	var out []ckpt.Info
+	for _, t := range p.synthImageReader.Tensors() {
+		if !p.drop(t.Name) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func TestImageModelNamesWhatIsMissing(t *testing.T) {
+	f := readImageFixture(t, "testdata/image/tiny")
+	c, vc := f.configs(t)
+	for _, tc := range []struct {
+		drop func(string) bool
+		want string
+	}{
+		{func(n string) bool { return n == "decoder.up_conv3.0.up.conv.weight" }, "1 image tensors missing (decoder.up_conv3.0.up.conv.weight)"},
+		{func(n string) bool { return strings.HasPrefix(n, "decoder.") }, "no decoder"},
+		{func(n string) bool { return strings.HasPrefix(n, "encoder.blocks.1.attn.") }, "4 image tensors missing (encoder.blocks.1.attn.proj.bias, encoder.blocks.1.attn.proj.weight, encoder.blocks.1.attn.qkv.bias, and 1 more)"},
+	} {
+		tok, err := openReader(partialReader{newSynthImageReader(c, vc, f.Seed), tc.drop}, WithDevice("cpu"))
+		require.NoError(t, err)
+		err = tok.ImageModel()
+		require.ErrorIs(t, err, ErrBadInput)
+		require.Contains(t, err.Error(), tc.want)
+		tok.Close()
+	}
+	// Without the CLIP head, tokenize works and embed says what is missing.
+	tok, err := openReader(partialReader{newSynthImageReader(c, vc, f.Seed), func(n string) bool { return strings.HasPrefix(n, "projection.") }}, WithDevice("cpu"))
+	require.NoError(t, err)
+	defer tok.Close()
+	require.NoError(t, tok.ImageModel())
+	x, _ := readF32(t, "testdata/image/tiny/x.npy")
+	_, err = tok.EmbedPixels(context.Background(), x, 2)
+	require.ErrorIs(t, err, ErrBadInput)
+	require.Contains(t, err.Error(), "projection.weight")
 }

@@ -57,7 +57,7 @@ func softmaxRow(r []float32) {
 	}
 	var s float64
 	for i, v := range r {
-		ev := float32(math.Exp(float64(v - m)))
+		ev := exp32(v - m)
 		r[i] = ev
 		s += float64(ev)
 	}

@@ -33,6 +33,10 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 		kern.Gemm(out.D, o.C, xt.D, s.C, o.Rows(), c.dense.p, c.bias, false, e.threads())
 		return out
 	}
+	if stride == 1 && s.C >= implicitMinChannels && c.spatial {
+		e.implicitConv(out, xt, c, pad)
+		return out
+	}
 	K := c.kh * c.kw * s.C
 	rows := o.Rows()
 	threads := e.threads()
@@ -108,6 +112,60 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 					}
 				}
 			}
+		}
+	})
+}
+
+// implicitMinChannels is the input width from which stride-1 convolutions
+// run as one GEMM per tap (below it, a tap's K is too short to pay).
+var implicitMinChannels = 16
+
+// implicitConv runs a stride-1 kxk convolution as kh*kw accumulating GEMMs
+// over a zero-padded copy of the input, with no im2col: in the padded
+// layout (B, H+2p, W+2p, C), the input of output position q (in the same
+// padded numbering) for tap (ky, kx) is row q + ky*Wp + kx, so each tap is
+// a single GEMM over all positions with row stride C. Rows that land in the
+// padding compute garbage that is not copied out.
+func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
+	c.tapsOnce.Do(func() {
+		K := c.kh * c.kw * c.in
+		for t := 0; t < c.kh*c.kw; t++ {
+			w := make([]float32, c.out*c.in)
+			for o := 0; o < c.out; o++ {
+				copy(w[o*c.in:(o+1)*c.in], c.raw[o*K+t*c.in:])
+			}
+			c.taps = append(c.taps, kern.Pack(w, c.out, c.in))
+		}
+		c.raw = nil
+	})
+	s, o := x.S, out.S
+	C := s.C
+	Hp, Wp := s.H+2*pad, s.W+2*pad
+	xp := make([]float32, s.B*Hp*Wp*C)
+	threads := e.threads()
+	kern.ParallelFor(s.B*s.H, 8, threads, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			b, y := r/s.H, r%s.H
+			copy(xp[((b*Hp+y+pad)*Wp+pad)*C:], x.D[(b*s.H+y)*s.W*C:(b*s.H+y+1)*s.W*C])
+		}
+	})
+	// Output rows in padded numbering; the last valid one is
+	// (B-1, H-1, W-1) and the largest tap offset is (kh-1)*Wp + kw-1.
+	R := (s.B-1)*Hp*Wp + (o.H-1)*Wp + o.W
+	yb := make([]float32, R*o.C)
+	for t, w := range c.taps {
+		ky, kx := t/c.kw, t%c.kw
+		off := (ky*Wp + kx) * C
+		if t == 0 {
+			kern.Gemm(yb, o.C, xp[off:], C, R, w, c.bias, false, threads)
+		} else {
+			kern.Gemm(yb, o.C, xp[off:], C, R, w, nil, true, threads)
+		}
+	}
+	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			b, y := r/o.H, r%o.H
+			copy(out.D[r*o.W*o.C:(r+1)*o.W*o.C], yb[((b*Hp+y)*Wp)*o.C:])
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"sync"
 
 	"github.com/unitok/unitok/internal/cpu/kern"
 	"github.com/unitok/unitok/internal/engine"
@@ -86,6 +87,12 @@ type conv struct {
 	dense                   *linear   // groups == 1: W as (out, kh*kw*in), taps outer, channels inner
 	dw                      []float32 // depthwise: (kh*kw, C), channels inner
 	bias                    []float32
+	// taps are the dense weight split per kernel tap, (out, in) each, for
+	// the implicit-GEMM path of stride-1 convolutions; built on first use.
+	tapsOnce sync.Once
+	taps     []*kern.Packed
+	raw      []float32 // the (out, kh*kw*in) matrix, until taps are built
+	spatial  bool      // dense with a kernel larger than 1x1
 }
 
 // Linear packs w (out, in) for the GEMM.
@@ -114,6 +121,9 @@ func (e *Engine) Conv(w, bias []float32, out, in, kh, kw, groups int) engine.Wei
 			}
 		}
 		c.dense = &linear{p: kern.Pack(r, out, K), bias: c.bias}
+		if kh*kw > 1 {
+			c.raw, c.spatial = r, true
+		}
 	case groups == in && out == in:
 		c.dw = make([]float32, kh*kw*in)
 		for ch := 0; ch < in; ch++ {

@@ -2,6 +2,37 @@ package cpu
 
 import "math"
 
+// exp32 is Cephes' expf: e^x = 2^n e^r with |r| <= ln2/2 and a degree-6
+// polynomial for e^r, within about 1 float32 ulp of math.Exp; x below -87.3
+// gives 0 and above 88.7 gives +Inf.
+func exp32(x float32) float32 {
+	if x < -87.33654 {
+		return 0
+	}
+	if x > 88.72283 {
+		return float32(math.Inf(1))
+	}
+	n := float32(math.Floor(float64(x*1.44269504088896341 + 0.5)))
+	r := x - n*0.693359375 - n*-2.12194440e-4
+	p := float32(1.9875691500e-4)
+	p = p*r + 1.3981999507e-3
+	p = p*r + 8.3334519073e-3
+	p = p*r + 4.1665795894e-2
+	p = p*r + 1.6666665459e-1
+	p = p*r + 5.0000001201e-1
+	y := p*r*r + r + 1
+	// y * 2^n, n in [-126, 128]: scale in two steps to stay normal.
+	ni := int32(n)
+	if ni < -125 {
+		y *= math.Float32frombits(uint32(ni+126+127) << 23)
+		return y * math.Float32frombits(uint32(1)<<23) // 2^-126
+	}
+	if ni > 127 {
+		return y * 2 * math.Float32frombits(uint32(ni-1+127)<<23)
+	}
+	return y * math.Float32frombits(uint32(ni+127)<<23)
+}
+
 // erf32 is a float32 rational approximation of erf (the odd/even
 // polynomial pair used by Eigen's and XLA's float erf), within a few float32
 // ulps of math.Erf; inputs are clamped to [-4, 4], outside which erf rounds
@@ -31,9 +62,8 @@ func geluErf32(x float32) float32 {
 // geluTanh32 is the tanh GELU in its sigmoid form,
 // x * sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
 // equal to 0.5 x (1 + tanh(u)) and one exp instead of a tanh.
-func geluTanh32(v float32) float32 {
-	x := float64(v)
+func geluTanh32(x float32) float32 {
 	const k = 0.7978845608028654 // sqrt(2/pi)
 	u := k * (x + 0.044715*x*x*x)
-	return float32(x / (1 + math.Exp(-2*u)))
+	return x / (1 + exp32(-2*u))
 }

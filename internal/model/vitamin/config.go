@@ -225,8 +225,10 @@ type Shapes interface {
 // ("" or unknown: custom), which is cross-checked against the shapes;
 // heads > 0 overrides the head count (a custom config otherwise gets width/64,
 // ViTamin's head width); imgSize > 0 sets the input size (default 256).
-// The decoder and head parts are inferred when their tensors are present;
-// have reports which parts are.
+// The decoder and head are inferred when their tensors are present
+// (DecDepth 0 / EmbedDim 0 otherwise). The number of blocks is counted from
+// the keys, so a custom checkpoint missing its last blocks reads as a
+// shallower model; presets are cross-checked.
 func Infer(s Shapes, model string, heads, imgSize int) (c Config, err error) {
 	dim0 := func(name string) (int, bool) {
 		sh, ok := s.Shape(name)
