@@ -168,7 +168,7 @@ func RunImages(ctx context.Context, tok *unitok.Tokenizer, opt ImageOptions) (*I
 	c := tok.Config()
 	sum := &ImageSummary{Device: tok.Device(), K: c.NumCodebooks, V: c.CodebookSize,
 		Counts: make([]int64, c.NumCodebooks*c.CodebookSize)}
-	srcs, err := findSources(opt.In, opt.OutDir, IsImageFile)
+	srcs, err := findFiles(opt.In, IsImageFile, ".npy", opt.OutDir)
 	if err != nil {
 		return nil, fmt.Errorf("prep: %w", err)
 	}
