@@ -227,7 +227,7 @@ func readCodes(in string, layout unitok.Layout) (codes []int32, shape []int, err
 		want = "(K,N) or (B,K,N) codes (--layout bkn)"
 	}
 	if !a.DType.IsInt() {
-		return nil, nil, fmt.Errorf("%s: dtype %s: detokenize needs integer codes %s", in, a.DType.Name(), want)
+		return nil, nil, fmt.Errorf("%s: dtype %s: detokenize needs integer codes, %s", in, a.DType.Name(), strings.TrimSuffix(want, " codes"))
 	}
 	if len(a.Shape) < 2 || len(a.Shape) > 3 {
 		return nil, nil, fmt.Errorf("%s: shape %s: detokenize wants %s", in, shapeStr(a.Shape), want)
