@@ -77,7 +77,10 @@ func testConv2d(t *testing.T, e engine.Engine) {
 		in, out, k, groups, stride, pad, h, w int
 	}{
 		{3, 8, 3, 1, 2, 1, 9, 7},    // stem conv1: odd sizes, stride 2
-		{8, 8, 3, 1, 1, 1, 5, 6},    // stem conv2 / Upsample2d conv
+		{8, 8, 3, 1, 1, 1, 5, 6},    // stem conv2 / Upsample2d conv (few channels)
+		{16, 12, 3, 1, 1, 1, 5, 7},  // stride 1, wider (the CPU engine's implicit GEMM)
+		{24, 24, 3, 1, 1, 1, 1, 1},  // stride 1 on a 1x1 map
+		{32, 16, 3, 1, 1, 1, 8, 3},  // stride 1, tall
 		{6, 10, 1, 1, 1, 0, 4, 4},   // 1x1 on the GEMM directly
 		{12, 12, 3, 12, 2, 1, 7, 8}, // depthwise strided
 		{12, 12, 3, 12, 1, 1, 5, 3}, // depthwise
