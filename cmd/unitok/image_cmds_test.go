@@ -449,4 +449,24 @@ func TestReadmeReconstruct(t *testing.T) {
 	img := loadPNG(t, out)
 	S := img.Bounds().Dy()
 	assert.Equal(t, 2*S, img.Bounds().Dx())
+	if minPSNR == 0 {
+		return
+	}
+	// bench/train_small.py also writes PyTorch's own side-by-side picture
+	// and the PSNR it measured on the held-out photo: the same picture
+	// (within one level at rounding ties) and the same PSNR.
+	if want, err := os.Stat("../../testdata/demo/torch_reconstruction.png"); err == nil && want.Mode().IsRegular() {
+		n, m := pixelDiff(t, img, loadPNG(t, "../../testdata/demo/torch_reconstruction.png"))
+		assert.LessOrEqual(t, m, 1)
+		assert.Less(t, n, 3*2*S*S/1000)
+	}
+	if b, err := os.ReadFile("../../testdata/demo/train_log.json"); err == nil {
+		var log struct {
+			PSNR map[string]float64 `json:"psnr_db_256_uint8"`
+		}
+		require.NoError(t, json.Unmarshal(b, &log))
+		if v, ok := log.PSNR["held_out_chelsea.png"]; ok {
+			assert.InDelta(t, v, psnr, 0.05, "PSNR vs train_small.py's")
+		}
+	}
 }
