@@ -86,3 +86,46 @@ func TestRunImagesInterruptedResumes(t *testing.T) {
 	_, err = RunImages(context.Background(), core, ImageOptions{In: []string{src}, OutDir: out})
 	assert.ErrorIs(t, err, unitok.ErrBadInput)
 }
+
+// cancelOnWrite cancels a run at its first progress message.
+type cancelOnWrite struct{ cancel context.CancelCauseFunc }
+
+func (w cancelOnWrite) Write(p []byte) (int, error) {
+	w.cancel(errors.New("interrupted by the test"))
+	return len(p), nil
+}
+
+// TestRunImagesCancelledMidRun: cancelled while loading (at the first bad
+// file's message), the run stops between batches, leaves no temporaries,
+// and a rerun finishes with the same outputs as an uninterrupted run.
+func TestRunImagesCancelledMidRun(t *testing.T) {
+	tok := tinyImageTokenizer(t)
+	src := imageTree(t)
+	require.NoError(t, os.WriteFile(filepath.Join(src, "0bad.png"), []byte("not a png"), 0o644))
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sum, err := RunImages(ctx, tok, ImageOptions{In: []string{src}, OutDir: out, Batch: 1, Progress: cancelOnWrite{cancel}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "interrupted by the test")
+	assert.True(t, sum.Interrupted)
+	assert.Less(t, sum.Done, 3)
+	n, err := removeStaleTemps(out, map[string]bool{
+		filepath.Join(out, "a", "coffee.npy"): true, filepath.Join(out, "chelsea.npy"): true, filepath.Join(out, "a", "b", "bmp.npy"): true})
+	require.NoError(t, err)
+	assert.Zero(t, n, "temporaries left behind")
+
+	sum, err = RunImages(context.Background(), tok, ImageOptions{In: []string{src}, OutDir: out})
+	require.ErrorIs(t, err, ErrShardsFailed)
+	assert.Equal(t, 3, sum.Done+sum.Skipped)
+	assert.Equal(t, 1, sum.Failed)
+	ref := filepath.Join(t.TempDir(), "ref")
+	_, err = RunImages(context.Background(), tok, ImageOptions{In: []string{src}, OutDir: ref, Batch: 3})
+	require.ErrorIs(t, err, ErrShardsFailed)
+	for _, p := range []string{"a/coffee.npy", "chelsea.npy", "a/b/bmp.npy"} {
+		a, err := os.ReadFile(filepath.Join(out, p))
+		require.NoError(t, err)
+		b, err := os.ReadFile(filepath.Join(ref, p))
+		require.NoError(t, err)
+		assert.Equal(t, b, a, p)
+	}
+}
