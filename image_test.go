@@ -14,6 +14,7 @@ import (
 
 	"github.com/unitok/unitok/internal/ckpt"
 	"github.com/unitok/unitok/internal/model/vitamin"
+	"github.com/unitok/unitok/internal/safetensors"
 )
 
 // imageFixture is testdata/image/CASE/config.json, written by
@@ -332,4 +333,27 @@ func TestImageModelNamesWhatIsMissing(t *testing.T) {
 	_, err = tok.EmbedPixels(context.Background(), x, 2)
 	require.ErrorIs(t, err, ErrBadInput)
 	require.Contains(t, err.Error(), "projection.weight")
+}
+
+// TestImageFromSafetensors writes the tiny model (core and image tensors,
+// UniTok key names) as safetensors with the architecture in __metadata__
+// and checks the whole path against PyTorch from that file.
+func TestImageFromSafetensors(t *testing.T) {
+	const dir = "testdata/image/tiny"
+	f := readImageFixture(t, dir)
+	c, vc := f.configs(t)
+	r := newSynthImageReader(c, vc, f.Seed)
+	var ts []safetensors.Tensor
+	for _, info := range r.Tensors() {
+		v, err := r.ReadFloat32(info.Name)
+		require.NoError(t, err)
+		ts = append(ts, safetensors.F32Tensor(info.Name, info.Shape, v))
+	}
+	path := filepath.Join(t.TempDir(), "tiny.safetensors")
+	// A custom config: heads and image size come from the metadata.
+	require.NoError(t, safetensors.Write(path, ts, map[string]string{"num_heads": "4", "vit_heads": "2", "img_size": "64"}))
+	tok, err := Open(path, WithDevice("cpu"))
+	require.NoError(t, err)
+	defer tok.Close()
+	runImageFixture(t, dir, tok)
 }

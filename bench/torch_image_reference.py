@@ -52,6 +52,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 from functools import partial
@@ -238,7 +239,8 @@ def run_bench(mods, args):
             best = min(t)
             print(json.dumps(dict(op=op, model=args.model, batch=args.batch, threads=args.threads,
                                   seconds=best, images_per_s=args.batch / best,
-                                  cpu_s_per_image=min(c) / args.batch)))
+                                  cpu_s_per_image=min(c) / args.batch,
+                                  peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)))
 
 
 def run_pth(mods, out):

@@ -91,8 +91,13 @@ type conv struct {
 	// the implicit-GEMM path of stride-1 convolutions; built on first use.
 	tapsOnce sync.Once
 	taps     []*kern.Packed
-	raw      []float32 // the (out, kh*kw*in) matrix, until taps are built
+	raw      []float32 // the (out, kh*kw*in) matrix (taps outer)
 	spatial  bool      // dense with a kernel larger than 1x1
+	// phases are the sub-pixel weights of UpConv3x3: for output phase
+	// (py, px), the 2x2 taps (dy, dx) over the low-resolution input, each
+	// the sum of the 3x3 taps that land on the same input pixel.
+	phasesOnce sync.Once
+	phases     [4][4]*kern.Packed
 }
 
 // Linear packs w (out, in) for the GEMM.

@@ -77,6 +77,11 @@ type Engine interface {
 	// Upsample2x is nearest-neighbour x2 upsampling (F.interpolate
 	// scale_factor=2, mode='nearest').
 	Upsample2x(x Tensor) Tensor
+	// UpConv3x3 is Conv2d(Upsample2x(x), w, stride 1, pad 1) for a dense
+	// 3x3 w (UniTok's Upsample2d), which an engine may compute without
+	// materializing the upsampled map (each output phase is a 2x2
+	// convolution of x with summed taps: 4/9 of the multiply-adds).
+	UpConv3x3(x Tensor, w Weight) Tensor
 	// AvgPool3x3s2 is nn.AvgPool2d(3, stride=2, padding=1,
 	// count_include_pad=False).
 	AvgPool3x3s2(x Tensor) Tensor

@@ -17,6 +17,7 @@ func Run(t *testing.T, e engine.Engine) {
 	t.Run("Conv2d", func(t *testing.T) { testConv2d(t, e) })
 	t.Run("AvgPool3x3s2", func(t *testing.T) { testAvgPool(t, e) })
 	t.Run("Upsample2x", func(t *testing.T) { testUpsample(t, e) })
+	t.Run("UpConv3x3", func(t *testing.T) { testUpConv(t, e) })
 	t.Run("Attention", func(t *testing.T) { testAttention(t, e) })
 	t.Run("LayerNormGELUGeGLU", func(t *testing.T) { testLayerNormGELUAndGeGLU(t, e) })
 	t.Run("MatMulAddMeanNormalize", func(t *testing.T) { testMatMulAndReductions(t, e) })
@@ -276,6 +277,36 @@ func testMatMulAndReductions(t *testing.T, e engine.Engine) {
 	for i, v := range x {
 		if want := min(max(v, -0.5), 0.25); cl[i] != want {
 			t.Fatalf("clamp(%g) = %g", v, cl[i])
+		}
+	}
+}
+
+// testUpConv checks UpConv3x3 against the conv oracle on the explicitly
+// upsampled input.
+func testUpConv(t *testing.T, e engine.Engine) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, tc := range [][4]int{{16, 12, 3, 5}, {24, 8, 1, 1}, {4, 6, 2, 3}, {20, 20, 4, 2}} {
+		in, out, h, w := tc[0], tc[1], tc[2], tc[3]
+		s := engine.Shape{B: 2, H: h, W: w, C: in}
+		x := randSlice(rng, s.Elems())
+		up := engine.Shape{B: 2, H: 2 * h, W: 2 * w, C: in}
+		xu := make([]float32, up.Elems())
+		for b := 0; b < 2; b++ {
+			for y := 0; y < 2*h; y++ {
+				for xx := 0; xx < 2*w; xx++ {
+					copy(xu[((b*2*h+y)*2*w+xx)*in:][:in], x[((b*h+y/2)*w+xx/2)*in:])
+				}
+			}
+		}
+		wt, bias := randSlice(rng, out*in*9), randSlice(rng, out)
+		want, o := refConv(xu, up, wt, bias, out, 3, 3, 1, 1, 1)
+		cw := e.Conv(wt, bias, out, in, 3, 3, 1)
+		for range 2 {
+			y := e.UpConv3x3(e.FromHost(x, s), cw)
+			if y.Shape() != o {
+				t.Fatalf("%v: shape %+v, want %+v", tc, y.Shape(), o)
+			}
+			closeTo(t, "upconv", e.ToHost(y), want, 1e-4)
 		}
 	}
 }

@@ -106,7 +106,7 @@ func (l *Loader) Upsample2d(name string, in, out int) Upsample2d {
 
 // Forward upsamples and convolves x.
 func (u Upsample2d) Forward(e engine.Engine, x engine.Tensor) engine.Tensor {
-	return u.Conv.Forward(e, e.Upsample2x(x))
+	return e.UpConv3x3(x, u.Conv.W)
 }
 
 // GeGluMlp is UniTok's GeGluMlp: w2(gelu_tanh(w0(LN(x))) * w1(LN(x))), its
