@@ -67,6 +67,9 @@ type options struct {
 	layout  Layout
 	threads int
 	streams int
+
+	// maxPixels bounds the image calls (image_api.go); 0: DefaultMaxPixels.
+	maxPixels int64
 }
 
 // Option configures Open and New.
@@ -102,6 +105,7 @@ type Tokenizer struct {
 	be      backend
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
+	image   *imageModel // the ViTamin image path (image.go); nil for core-only models
 }
 
 // Open loads a checkpoint (safetensors, or a PyTorch zip checkpoint where
@@ -112,12 +116,22 @@ func Open(path string, opts ...Option) (*Tokenizer, error) {
 		return nil, err
 	}
 	defer r.Close()
+	return openReader(r, opts...)
+}
+
+// openReader loads the core and, when present, the image path from r.
+func openReader(r ckpt.Reader, opts ...Option) (*Tokenizer, error) {
 	o := buildOptions(opts)
 	m, err := LoadModel(r, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return newTokenizer(m, o)
+	t, err := newTokenizer(m, o)
+	if err != nil {
+		return nil, err
+	}
+	t.attachImageModel(r)
+	return t, nil
 }
 
 // checkpointOpeners lets other formats (PyTorch zip) plug in by magic bytes.

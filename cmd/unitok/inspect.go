@@ -28,6 +28,7 @@ type inspectReport struct {
 	Misshapen   []string          `json:"misshapen"`
 	Ignored     map[string]int    `json:"ignored"`
 	Complete    bool              `json:"complete"`
+	Image       *unitok.ImageInfo `json:"image,omitempty"`
 }
 
 type inspectConfig struct {
@@ -82,6 +83,9 @@ func runInspect(args []string, stdout io.Writer) error {
 		rep.Tensors = append(rep.Tensors, inspectTensor{t.Name, string(t.DType), t.Shape})
 	}
 	rep.Complete = ci.ConfigError == "" && len(ci.Missing) == 0 && len(ci.Misshapen) == 0
+	if img, err := unitok.InspectImage(path); err == nil {
+		rep.Image = img
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -160,6 +164,37 @@ func printInspect(w io.Writer, r *inspectReport, groups []string) {
 		fmt.Fprintln(w, "ignored non-core tensors: none")
 	} else {
 		fmt.Fprintf(w, "ignored non-core tensors: %d (%s)\n", total, strings.Join(parts, ", "))
+	}
+	printImage(w, r.Image)
+}
+
+// printImage describes the image path (ViTamin encoder, decoder, CLIP head).
+func printImage(w io.Writer, im *unitok.ImageInfo) {
+	if im == nil {
+		return
+	}
+	if im.Error != "" {
+		fmt.Fprintf(w, "image path  none: %s\n", im.Error)
+		return
+	}
+	a := im.Arch
+	fmt.Fprintf(w, "image path  %s %dx%d -> %d tokens; encoder: stem %d, MbConv stages %v x %v, %d ViT blocks (C=%d, %d heads, MLP %d) [%.1fM]\n",
+		a.Model, a.ImageSize, a.ImageSize, a.Tokens, a.StemWidth, a.StageWidths, a.StageDepths, a.Depth, a.Width, a.Heads, a.MLPHidden, float64(im.Params["encoder"])/1e6)
+	if a.DecoderDepth > 0 {
+		fmt.Fprintf(w, "            decoder: %d ViT blocks, up_conv widths %v x %v [%.1fM]\n", a.DecoderDepth, a.DecoderWidths, a.DecoderDepths, float64(im.Params["decoder"])/1e6)
+	}
+	if a.EmbedDim > 0 {
+		fmt.Fprintf(w, "            CLIP head: fc_norm, projection %d -> %d [%.1fM]\n", a.Width, a.EmbedDim, float64(im.Params["head"])/1e6)
+	}
+	if len(im.Missing) == 0 && len(im.Misshapen) == 0 {
+		fmt.Fprintln(w, "            image tensors: all present")
+		return
+	}
+	for _, m := range im.Missing {
+		fmt.Fprintf(w, "            missing: %s\n", m)
+	}
+	for _, m := range im.Misshapen {
+		fmt.Fprintf(w, "            wrong shape: %s\n", m)
 	}
 }
 

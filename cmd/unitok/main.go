@@ -4,6 +4,10 @@
 //	unitok decode   --checkpoint CKPT --in CODES.npy    --out FEATURES.npy  # (B,N,K) -> (B,N,C)
 //	unitok quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     # (M,D)   -> (M,K)
 //	unitok lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   # (M,K)   -> (M,D)
+//	unitok tokenize    --checkpoint CKPT --in IMG --out CODES.npy   # image -> codes (N,K); --in DIR|GLOB --out DIR
+//	unitok detokenize  --checkpoint CKPT --in CODES.npy --out IMG.png|REC.npy
+//	unitok reconstruct --checkpoint CKPT IN OUT.png [--side-by-side]
+//	unitok embed       --checkpoint CKPT --in IMG --out EMB.npy     # CLIP image embedding (E,)
 //	unitok inspect  CKPT                                # config, tensors, what is missing
 //	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
@@ -46,6 +50,12 @@ commands:
   serve    --checkpoint CKPT [--addr 127.0.0.1:8080]                HTTP service with dynamic batching (serve -h)
   loadgen  --addr URL --checkpoint CKPT [--concurrency 1,8,64,256]  load test a server, with the direct baseline
 
+images (PNG, JPEG, GIF, BMP, WebP; preprocessed as UniTok's inference.py; --max-pixels N refuses larger images):
+  tokenize    --checkpoint CKPT --in IMG --out CODES.npy          image -> codes (N,K); --in DIR|GLOB --out DIR: every image
+  detokenize  --checkpoint CKPT --in CODES.npy --out IMG.png|REC.npy   (N,K) or (B,N,K) codes -> image(s) (B>1: IMG-000.png ...) or float32 (3,S,S)/(B,3,S,S) in [-1,1]
+  reconstruct --checkpoint CKPT IN OUT.png [--side-by-side] [--codes CODES.npy]   image -> codes -> image, prints the PSNR
+  embed       --checkpoint CKPT --in IMG --out EMB.npy            CLIP image embedding (E,) float32, L2-normalized
+
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
   --partition I/N|off   do only partition I of N (default: from JOB_COMPLETION_INDEX and
@@ -82,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("no command given (want encode, decode, quantize, lookup, inspect, convert, bench or prep; see unitok help)")
+		return errors.New("no command given (want encode, decode, quantize, lookup, tokenize, detokenize, reconstruct, embed, preprocess, inspect, convert, bench, devices, prep, serve or loadgen; see unitok help)")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -104,11 +114,19 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runServe(rest, stdout, stderr)
 	case "loadgen":
 		return runLoadgen(rest, stdout)
+	case "tokenize":
+		return runTokenize(rest, stdout, stderr)
+	case "detokenize":
+		return runDetokenize(rest, stdout, stderr)
+	case "reconstruct":
+		return runReconstruct(rest, stdout, stderr)
+	case "embed":
+		return runEmbed(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect, convert, bench or prep)", cmd)
+	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, tokenize, detokenize, reconstruct, embed, preprocess, inspect, convert, bench, devices, prep, serve or loadgen)", cmd)
 }
 
 // oneLine folds a multi-line message into one line.

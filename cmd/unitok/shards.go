@@ -29,12 +29,15 @@ type prepFlags struct {
 	keep      bool
 }
 
-// tokenizeImages gives the image tokenizer that webdataset (.tar) shards
-// go through; nil in a build whose Tokenizer cannot tokenize images. When
-// (*unitok.Tokenizer).TokenizeImages exists, set it in an init:
-//
-//	tokenizeImages = func(t *unitok.Tokenizer) wds.TokenizeFunc { return t.TokenizeImages }
-var tokenizeImages func(t *unitok.Tokenizer) wds.TokenizeFunc
+// tokenizeImages gives the image tokenizer that webdataset (.tar) shards go
+// through, or an error naming what the checkpoint lacks (a core-only
+// checkpoint has no encoder). Tests swap in a fake.
+var tokenizeImages = func(t *unitok.Tokenizer) (wds.TokenizeFunc, error) {
+	if err := t.ImageModel(); err != nil {
+		return nil, err
+	}
+	return t.TokenizeImages, nil
+}
 
 func (p *prepFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.tensor, "tensor", "", "tensor to read from .safetensors shards")
@@ -106,8 +109,6 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	switch {
 	case tars && op != prep.Encode:
 		return fmt.Errorf("%s: --in %s holds webdataset shards (.tar), which only encode reads", cmd, in)
-	case tars && tokenizeImages == nil:
-		return fmt.Errorf("encode: --in %s holds webdataset shards (.tar): tokenizing their images needs image tokenization, which this build does not have", in)
 	case pf.keep && !tars:
 		return fmt.Errorf("--keep applies to webdataset (.tar) shards only")
 	}
@@ -126,10 +127,14 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	ctx, stop := prep.NotifyContext(context.Background())
 	defer stop()
 	if tars {
+		tokenize, err := tokenizeImages(t)
+		if err != nil {
+			return fmt.Errorf("encode: --in %s holds webdataset shards (.tar), whose images need the image model: %w", in, err)
+		}
 		c := t.Config()
 		sum, err := prep.RunTars(ctx, prep.TarOptions{
 			In: []string{in}, OutDir: out, Partition: part, Verify: pf.verify, Histogram: pf.histogram,
-			Progress: stderr, Tokenize: tokenizeImages(t), K: c.NumCodebooks, V: c.CodebookSize,
+			Progress: stderr, Tokenize: tokenize, K: c.NumCodebooks, V: c.CodebookSize,
 			Fingerprint: prep.Fingerprint(t), Device: t.Device(), Batch: pf.batch, Keep: pf.keep,
 		})
 		if sum != nil {

@@ -40,17 +40,20 @@ func TestEncodeWebdatasetShards(t *testing.T) {
 	}
 	out := filepath.Join(dir, "out")
 
-	// Without image tokenization in the build: one line, nothing written.
+	// A core-only checkpoint has no image model: one line, nothing written.
 	r := cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", in, "--out", out)
 	require.Equal(t, 1, r.code)
-	require.Contains(t, r.stderr, "webdataset shards (.tar)")
+	require.Contains(t, r.stderr, "webdataset shards (.tar), whose images need the image model")
+	require.Contains(t, r.stderr, "missing tensor encoder.")
 	require.NoDirExists(t, out)
 	r = cli("decode", "--device", "cpu", "--checkpoint", ckpt, "--in", in, "--out", out)
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "only encode reads")
 
 	K := testCfg.NumCodebooks
-	tokenizeImages = func(*unitok.Tokenizer) wds.TokenizeFunc {
+	real := tokenizeImages
+	t.Cleanup(func() { tokenizeImages = real })
+	tokenizeImages = func(*unitok.Tokenizer) (wds.TokenizeFunc, error) {
 		return func(_ context.Context, imgs []image.Image) ([]int32, error) {
 			var codes []int32
 			for _, img := range imgs {
@@ -60,9 +63,8 @@ func TestEncodeWebdatasetShards(t *testing.T) {
 				}
 			}
 			return codes, nil
-		}
+		}, nil
 	}
-	t.Cleanup(func() { tokenizeImages = nil })
 	for i := 0; i < 2; i++ {
 		r = cli("encode", "--device", "cpu", "--checkpoint", ckpt, "--in", in, "--out", out, "--partition", fmt.Sprintf("%d/2", i), "--keep")
 		require.Equal(t, 0, r.code, r.stderr)

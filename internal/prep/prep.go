@@ -81,6 +81,8 @@ func (o Op) String() string {
 		return "quantize"
 	case Lookup:
 		return "lookup"
+	case tokenizeImages:
+		return "tokenize"
 	}
 	return fmt.Sprintf("Op(%d)", int(o))
 }

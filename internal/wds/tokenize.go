@@ -6,13 +6,12 @@ import (
 	"encoding/binary"
 	"fmt"
 	"image"
-	_ "image/jpeg" // DefaultDecode reads .jpg/.jpeg
-	_ "image/png"  // and .png (.webp needs golang.org/x/image/webp registered)
 	"io"
 	"runtime"
 	"strings"
 	"sync"
 
+	"github.com/unitok/unitok/internal/imageio"
 	"github.com/unitok/unitok/internal/npy"
 )
 
@@ -24,10 +23,15 @@ type TokenizeFunc func(ctx context.Context, imgs []image.Image) ([]int32, error)
 // DecodeFunc decodes one image member; ext is its lowercased extension.
 type DecodeFunc func(ext string, data []byte) (image.Image, error)
 
-// DefaultDecode decodes with the standard library's registered formats
-// (JPEG and PNG here; WebP once golang.org/x/image/webp is imported).
+// DefaultMaxPixels is the largest image DefaultDecode accepts (100 MP),
+// checked from the header before decoding.
+const DefaultMaxPixels = 100_000_000
+
+// DefaultDecode decodes as the image commands do (internal/imageio: JPEG,
+// PNG, GIF, BMP, WebP, PIL's conversion rules), refusing images over
+// DefaultMaxPixels from the header.
 func DefaultDecode(ext string, data []byte) (image.Image, error) {
-	img, _, err := image.Decode(bytes.NewReader(data))
+	img, _, err := imageio.Decode(bytes.NewReader(data), DefaultMaxPixels)
 	return img, err
 }
 

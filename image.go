@@ -1,0 +1,409 @@
+package unitok
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/unitok/unitok/internal/ckpt"
+	"github.com/unitok/unitok/internal/cpu"
+	"github.com/unitok/unitok/internal/engine"
+	"github.com/unitok/unitok/internal/model/vitamin"
+	"github.com/unitok/unitok/internal/pth"
+)
+
+// imageModel is UniTok's image path around the core: the ViTamin encoder,
+// the ViTaminDecoder and the CLIP image head, on the CPU engine (the only
+// engine with the image ops today; on --device cuda the core still runs on
+// the GPU).
+type imageModel struct {
+	cfg  vitamin.Config
+	eng  engine.Engine
+	enc  *vitamin.Encoder
+	dec  *vitamin.Decoder
+	head *vitamin.Head
+	// err says what is missing or wrong when enc or dec is nil; headErr
+	// likewise for head.
+	err, headErr error
+}
+
+// imageSource serves a checkpoint's tensors to the model loaders.
+type imageSource struct {
+	r     ckpt.Reader
+	infos map[string]ckpt.Info
+}
+
+func newImageSource(r ckpt.Reader) *imageSource {
+	s := &imageSource{r: r, infos: map[string]ckpt.Info{}}
+	list := r.Tensors()
+	if pf, ok := r.(*pth.File); ok {
+		list = pf.AllTensors()
+	}
+	for _, t := range list {
+		s.infos[t.Name] = t
+	}
+	return s
+}
+
+func (s *imageSource) Shape(name string) ([]int, bool) {
+	t, ok := s.infos[name]
+	return t.Shape, ok
+}
+
+func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
+	t, ok := s.infos[name]
+	if !ok {
+		return nil, fmt.Errorf("missing tensor %s", name)
+	}
+	if !equalShape(t.Shape, shape) {
+		return nil, fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape)
+	}
+	v, err := s.r.ReadFloat32(name)
+	if err != nil {
+		return nil, fmt.Errorf("tensor %s: %v", name, err)
+	}
+	return v, nil
+}
+
+// imageMeta reads the architecture hints of a checkpoint: the model name
+// (args.model or metadata "model"), ViT heads ("vit_heads") and image size
+// (args.img_size or "img_size").
+func imageMeta(meta map[string]string) (model string, heads, imgSize int) {
+	pick := func(keys ...string) string {
+		for _, k := range keys {
+			if v, ok := meta[k]; ok {
+				return strings.Trim(strings.TrimSpace(v), `'"`)
+			}
+		}
+		return ""
+	}
+	model = pick("args.model", "model")
+	heads, _ = strconv.Atoi(pick("vit_heads"))
+	imgSize, _ = strconv.Atoi(pick("args.img_size", "img_size"))
+	return
+}
+
+// loadImageModel builds the image path from r; it never fails: what is
+// missing is recorded and reported by ImageModel and the image calls.
+func loadImageModel(r ckpt.Reader, core Config, threads int) *imageModel {
+	src := newImageSource(r)
+	model, heads, imgSize := imageMeta(r.Metadata())
+	im := &imageModel{eng: cpu.New(threads)}
+	c, err := vitamin.Infer(src, model, heads, imgSize)
+	im.cfg = c
+	if err != nil {
+		im.err = badInput("image model", "%v", err)
+		im.headErr = im.err
+		return im
+	}
+	return im.load(src, core)
+}
+
+func (im *imageModel) load(src *imageSource, core Config) *imageModel {
+	c := im.cfg
+	fail := func(err error) *imageModel {
+		im.enc, im.dec, im.head = nil, nil, nil
+		im.err = badInput("image model", "%v", err)
+		im.headErr = im.err
+		return im
+	}
+	if c.Width != core.InDim {
+		return fail(fmt.Errorf("the encoder is %d wide but quant_proj takes %d features", c.Width, core.InDim))
+	}
+	if c.Tokens() <= 0 {
+		return fail(fmt.Errorf("image size %d gives no tokens", c.ImgSize))
+	}
+	var err error
+	if im.enc, err = vitamin.LoadEncoder(im.eng, src, c); err == nil {
+		im.dec, err = vitamin.LoadDecoder(im.eng, src, c)
+	}
+	if err != nil {
+		missing, misshapen := imageTensorCheck(src, c, nil)
+		var core []string // the head is optional here
+		for _, m := range missing {
+			if !strings.HasPrefix(m, "fc_norm.") && !strings.HasPrefix(m, "projection.") {
+				core = append(core, m)
+			}
+		}
+		if d := describeImageProblems(core, misshapen); d != "" {
+			err = fmt.Errorf("%s (%s)", d, c.Name)
+		}
+		return fail(err)
+	}
+	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
+		im.headErr = badInput("image model", "%v", err)
+	}
+	return im
+}
+
+var cudaImageNotice sync.Once
+
+// attachImageModel loads the image path of r into t (see ImageModel).
+func (t *Tokenizer) attachImageModel(r ckpt.Reader) {
+	t.image = loadImageModel(r, t.model.Config, t.opts.threads)
+	if t.image.enc != nil && t.be.Name() != "cpu" {
+		cudaImageNotice.Do(func() {
+			fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
+		})
+	}
+}
+
+// ImageModel reports whether the image path (ViTamin encoder and decoder)
+// is loaded: nil if so, else an ErrBadInput error saying exactly what is
+// missing or misshapen in the checkpoint (a core-only checkpoint still
+// serves features <-> codes). EmbedPixels also needs the CLIP head
+// (fc_norm, projection) and says so when it is absent.
+func (t *Tokenizer) ImageModel() error {
+	const op = "image model"
+	if err := t.check(op); err != nil {
+		return err
+	}
+	if t.image == nil {
+		return badInput(op, "no image model loaded (the tokenizer was built from a core model)")
+	}
+	if t.image.err != nil {
+		return t.image.err
+	}
+	return nil
+}
+
+// ImageSize is the side of the square images the image path takes and
+// returns (256 for UniTok), or 0 without an image model.
+func (t *Tokenizer) ImageSize() int {
+	if t == nil || t.image == nil || t.image.enc == nil {
+		return 0
+	}
+	return t.image.cfg.ImgSize
+}
+
+// ImageArch is the architecture of a checkpoint's image path (UniTok's
+// ViTamin encoder, ViTaminDecoder and CLIP head).
+type ImageArch struct {
+	Model         string // "vitamin_large", "vitamin_base" or "custom"
+	ImageSize     int    // input side in pixels
+	Tokens        int    // tokens per image, (ImageSize/16)^2
+	StemWidth     int
+	StageWidths   []int // MbConvLNBlock stages
+	StageDepths   []int
+	Width         int // ViT width C
+	Depth         int // encoder ViT blocks
+	Heads         int
+	MLPHidden     int
+	DecoderDepth  int   // decoder ViT blocks
+	DecoderWidths []int // after up_conv1 and up_conv3
+	DecoderDepths []int // InvMbConvLNBlocks in up_conv2, up_conv3
+	EmbedDim      int   // CLIP projection width, 0 without a head
+}
+
+func archOf(c vitamin.Config) ImageArch {
+	return ImageArch{Model: c.Name, ImageSize: c.ImgSize, Tokens: c.Tokens(), StemWidth: c.StemWidth,
+		StageWidths: c.StageDims, StageDepths: c.StageDepths, Width: c.Width, Depth: c.Depth, Heads: c.Heads,
+		MLPHidden: c.MLPHidden, DecoderDepth: c.DecDepth, DecoderWidths: c.DecDims, DecoderDepths: c.DecDepths, EmbedDim: c.EmbedDim}
+}
+
+// ImageArch returns the loaded image architecture; false without one.
+func (t *Tokenizer) ImageArch() (ImageArch, bool) {
+	if t == nil || t.image == nil || t.image.enc == nil {
+		return ImageArch{}, false
+	}
+	return archOf(t.image.cfg), true
+}
+
+// ImageInfo describes a checkpoint's image path for `unitok inspect`.
+type ImageInfo struct {
+	// Arch is valid when Error is empty or names only missing tensors.
+	Arch ImageArch
+	// Error says why the image path cannot be inferred ("" when it can).
+	Error string
+	// Params counts the parameters of each part ("encoder", "decoder",
+	// "head") that the architecture needs.
+	Params map[string]int
+	// Missing and Misshapen list the image tensors absent from the file or
+	// of the wrong shape ("name: have [..], want [..]").
+	Missing, Misshapen []string
+}
+
+// InspectImage reports the image path of the checkpoint at path: its
+// architecture, parameter counts, and what is missing. Only headers (and
+// for PyTorch checkpoints, the pickle) are read.
+func InspectImage(path string) (*ImageInfo, error) {
+	r, err := openCheckpoint(path)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	src := newImageSource(r)
+	model, heads, imgSize := imageMeta(r.Metadata())
+	info := &ImageInfo{Params: map[string]int{}}
+	c, err := vitamin.Infer(src, model, heads, imgSize)
+	if err != nil {
+		info.Error = err.Error()
+		return info, nil
+	}
+	info.Arch = archOf(c)
+	info.Missing, info.Misshapen = imageTensorCheck(src, c, info.Params)
+	return info, nil
+}
+
+// imageTensorCheck compares the checkpoint's tensors with what config c
+// needs, counting parameters per part into params (may be nil).
+func imageTensorCheck(src *imageSource, c vitamin.Config, params map[string]int) (missing, misshapen []string) {
+	for part, list := range map[string][]vitamin.Tensor{"encoder": c.EncoderTensors(), "decoder": c.DecoderTensors(), "head": c.HeadTensors()} {
+		if part == "decoder" && c.DecDepth == 0 {
+			missing = append(missing, "decoder.blocks.0.norm1.weight (no decoder)")
+			continue
+		}
+		if part == "head" && c.EmbedDim == 0 {
+			missing = append(missing, "projection.weight (no CLIP image head)")
+			continue
+		}
+		for _, want := range list {
+			n := 1
+			for _, d := range want.Shape {
+				n *= d
+			}
+			if params != nil {
+				params[part] += n
+			}
+			have, ok := src.infos[want.Name]
+			switch {
+			case !ok:
+				missing = append(missing, want.Name)
+			case !equalShape(have.Shape, want.Shape):
+				misshapen = append(misshapen, fmt.Sprintf("%s: have %v, want %v", want.Name, have.Shape, want.Shape))
+			}
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(misshapen)
+	return missing, misshapen
+}
+
+// describeImageProblems summarizes missing/misshapen image tensors in one
+// line (the first few named).
+func describeImageProblems(missing, misshapen []string) string {
+	var parts []string
+	name := func(s []string) string {
+		if len(s) <= 3 {
+			return strings.Join(s, ", ")
+		}
+		return strings.Join(s[:3], ", ") + fmt.Sprintf(", and %d more", len(s)-3)
+	}
+	if len(missing) > 0 {
+		parts = append(parts, fmt.Sprintf("%d image tensors missing (%s)", len(missing), name(missing)))
+	}
+	if len(misshapen) > 0 {
+		parts = append(parts, fmt.Sprintf("%d with the wrong shape (%s)", len(misshapen), name(misshapen)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, error) {
+	if err := t.check(op); err != nil {
+		return nil, err
+	}
+	if err := t.ImageModel(); err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: ErrBadInput}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	return t.image, nil
+}
+
+func (t *Tokenizer) checkPixels(op string, x []float32, B int) error {
+	S := t.image.cfg.ImgSize
+	if B <= 0 {
+		return badInput(op, "batch must be positive, got B=%d", B)
+	}
+	if len(x) != B*3*S*S {
+		return badInput(op, "pixels: have %d values, want %d x 3 x %d x %d = %d", len(x), B, S, S, B*3*S*S)
+	}
+	return checkFinite(op, "pixels", x, S*S)
+}
+
+// encodeTokens runs the ViTamin encoder: x (B, 3, S, S) -> features (B, N, C).
+func (t *Tokenizer) encodeTokens(ctx context.Context, op string, x []float32, B int) ([]float32, error) {
+	im, err := t.imageReady(op, ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.checkPixels(op, x, B); err != nil {
+		return nil, err
+	}
+	feats, err := im.enc.Encode(ctx, im.eng, x, B)
+	if err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	return feats, nil
+}
+
+// TokenizePixels is UniTok's img_to_idx on preprocessed images: x is
+// (B, 3, S, S) float32 in [-1, 1] (S = ImageSize), the result is codes
+// (B, N, K) (or (B, K, N) with CodebookMajor), N = (S/16)^2. The encoder
+// runs on the CPU engine, quant_proj and the quantizer on the tokenizer's
+// device. ctx is checked between stages.
+func (t *Tokenizer) TokenizePixels(ctx context.Context, x []float32, B int) ([]int32, error) {
+	const op = "tokenize"
+	feats, err := t.encodeTokens(ctx, op, x, B)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	return t.Encode(feats, B, t.image.cfg.Tokens())
+}
+
+// Detokenize is UniTok's idx_to_img: codes (B, N, K) (or (B, K, N) with
+// CodebookMajor) -> images (B, 3, S, S) float32 clamped to [-1, 1].
+func (t *Tokenizer) Detokenize(ctx context.Context, codes []int32, B int) ([]float32, error) {
+	const op = "detokenize"
+	im, err := t.imageReady(op, ctx)
+	if err != nil {
+		return nil, err
+	}
+	feats, err := t.Decode(codes, B, im.cfg.Tokens())
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	img, err := im.dec.Decode(ctx, im.eng, feats, B, true)
+	if err != nil {
+		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
+	}
+	return img, nil
+}
+
+// EmbedPixels is UniTok's encode_image(normalize=True) on preprocessed
+// images x (B, 3, S, S): the quantized tokens, mean over tokens, fc_norm,
+// projection, L2-normalized; returns (B, E).
+func (t *Tokenizer) EmbedPixels(ctx context.Context, x []float32, B int) ([]float32, error) {
+	const op = "embed"
+	if _, err := t.imageReady(op, ctx); err != nil {
+		return nil, err
+	}
+	if t.image.head == nil {
+		return nil, &Error{Op: op, Msg: t.image.headErr.Error(), Kind: ErrBadInput}
+	}
+	feats, err := t.encodeTokens(ctx, op, x, B)
+	if err != nil {
+		return nil, err
+	}
+	N := t.image.cfg.Tokens()
+	codes, err := t.Encode(feats, B, N)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := t.Decode(codes, B, N)
+	if err != nil {
+		return nil, err
+	}
+	return t.image.head.Embed(t.image.eng, tokens, B, N, t.model.InDim), nil
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package unitok
+
+func processCPUSeconds() float64 { return 0 }

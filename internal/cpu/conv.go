@@ -1,0 +1,261 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/unitok/unitok/internal/cpu/kern"
+	"github.com/unitok/unitok/internal/engine"
+)
+
+// im2colRows is how many output positions one worker gathers and multiplies
+// at a time: the gathered tile (rows x kh*kw*C) stays in cache.
+const im2colRows = 64
+
+// Conv2d: zero-padded 2-D convolution. Dense convolutions run on the GEMM
+// (1x1 stride 1 directly on the NHWC rows, others through an im2col tile per
+// worker); depthwise ones on a direct kernel.
+func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engine.Tensor {
+	xt, c := tens(x), weightAs[*conv](w, "Conv2d")
+	s := xt.S
+	if s.C != c.in {
+		panic(fmt.Sprintf("cpu engine: Conv2d: input has %d channels, weight wants %d", s.C, c.in))
+	}
+	o := engine.Shape{B: s.B, H: (s.H+2*pad-c.kh)/stride + 1, W: (s.W+2*pad-c.kw)/stride + 1, C: c.out}
+	if o.H <= 0 || o.W <= 0 {
+		panic(fmt.Sprintf("cpu engine: Conv2d: %dx%d input too small for a %dx%d kernel", s.H, s.W, c.kh, c.kw))
+	}
+	out := newTensor(o)
+	if c.dw != nil {
+		e.depthwise(out, xt, c, stride, pad)
+		return out
+	}
+	if c.kh == 1 && c.kw == 1 && stride == 1 && pad == 0 {
+		kern.Gemm(out.D, o.C, xt.D, s.C, o.Rows(), c.dense.p, c.bias, false, e.threads())
+		return out
+	}
+	if stride == 1 && s.C >= implicitMinChannels && c.spatial {
+		e.implicitConv(out, xt, c, pad)
+		return out
+	}
+	K := c.kh * c.kw * s.C
+	rows := o.Rows()
+	threads := e.threads()
+	scratch := make([][]float32, threads)
+	kern.ParallelFor((rows+im2colRows-1)/im2colRows, 1, threads, func(wk, lo, hi int) {
+		if scratch[wk] == nil {
+			scratch[wk] = make([]float32, im2colRows*K)
+		}
+		col := scratch[wk]
+		for blk := lo; blk < hi; blk++ {
+			r0 := blk * im2colRows
+			n := min(im2colRows, rows-r0)
+			for i := 0; i < n; i++ {
+				im2colRow(col[i*K:(i+1)*K], xt, r0+i, o, c.kh, c.kw, stride, pad)
+			}
+			kern.Gemm(out.D[r0*o.C:], o.C, col, K, n, c.dense.p, c.bias, false, 1)
+		}
+	})
+	return out
+}
+
+// im2colRow gathers the kh x kw x C input patch of output position r
+// (flattened b, oy, ox) into dst, taps outer and channels inner, zeros for
+// padding.
+func im2colRow(dst []float32, x *Tensor, r int, o engine.Shape, kh, kw, stride, pad int) {
+	s := x.S
+	C := s.C
+	ox := r % o.W
+	oy := (r / o.W) % o.H
+	b := r / (o.W * o.H)
+	for ky := 0; ky < kh; ky++ {
+		iy := oy*stride - pad + ky
+		for kx := 0; kx < kw; kx++ {
+			ix := ox*stride - pad + kx
+			d := dst[(ky*kw+kx)*C : (ky*kw+kx+1)*C]
+			if iy < 0 || iy >= s.H || ix < 0 || ix >= s.W {
+				clear(d)
+				continue
+			}
+			copy(d, x.D[((b*s.H+iy)*s.W+ix)*C:])
+		}
+	}
+}
+
+// depthwise is a direct kxk depthwise convolution (groups == C), channels
+// innermost so the inner loop streams contiguous memory.
+func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
+	s, o := x.S, out.S
+	C := s.C
+	kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			b, oy := r/o.H, r%o.H
+			for ox := 0; ox < o.W; ox++ {
+				dst := out.D[(r*o.W+ox)*C : (r*o.W+ox+1)*C]
+				if c.bias != nil {
+					copy(dst, c.bias)
+				}
+				for ky := 0; ky < c.kh; ky++ {
+					iy := oy*stride - pad + ky
+					if iy < 0 || iy >= s.H {
+						continue
+					}
+					for kx := 0; kx < c.kw; kx++ {
+						ix := ox*stride - pad + kx
+						if ix < 0 || ix >= s.W {
+							continue
+						}
+						src := x.D[((b*s.H+iy)*s.W+ix)*C : ((b*s.H+iy)*s.W+ix+1)*C]
+						wt := c.dw[(ky*c.kw+kx)*C : (ky*c.kw+kx+1)*C]
+						for i, v := range src {
+							dst[i] += v * wt[i]
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// implicitMinChannels is the input width from which stride-1 convolutions
+// run as one GEMM per tap (below it, a tap's K is too short to pay).
+var implicitMinChannels = 16
+
+// implicitConv runs a stride-1 kxk convolution as kh*kw accumulating GEMMs
+// over a zero-padded copy of the input, with no im2col: in the padded
+// layout (B, H+2p, W+2p, C), the input of output position q (in the same
+// padded numbering) for tap (ky, kx) is row q + ky*Wp + kx, so each tap is
+// a single GEMM over all positions with row stride C. Rows that land in the
+// padding compute garbage that is not copied out.
+func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
+	c.tapsOnce.Do(func() {
+		K := c.kh * c.kw * c.in
+		for t := 0; t < c.kh*c.kw; t++ {
+			w := make([]float32, c.out*c.in)
+			for o := 0; o < c.out; o++ {
+				copy(w[o*c.in:(o+1)*c.in], c.raw[o*K+t*c.in:])
+			}
+			c.taps = append(c.taps, kern.Pack(w, c.out, c.in))
+		}
+	})
+	s, o := x.S, out.S
+	C := s.C
+	Hp, Wp := s.H+2*pad, s.W+2*pad
+	threads := e.threads()
+	xp := padded(x, pad, threads)
+	// Output rows in padded numbering; the last valid one is
+	// (B-1, H-1, W-1) and the largest tap offset is (kh-1)*Wp + kw-1.
+	R := (s.B-1)*Hp*Wp + (o.H-1)*Wp + o.W
+	yb := make([]float32, R*o.C)
+	for t, w := range c.taps {
+		ky, kx := t/c.kw, t%c.kw
+		off := (ky*Wp + kx) * C
+		if t == 0 {
+			kern.Gemm(yb, o.C, xp[off:], C, R, w, c.bias, false, threads)
+		} else {
+			kern.Gemm(yb, o.C, xp[off:], C, R, w, nil, true, threads)
+		}
+	}
+	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			b, y := r/o.H, r%o.H
+			copy(out.D[r*o.W*o.C:(r+1)*o.W*o.C], yb[((b*Hp+y)*Wp)*o.C:])
+		}
+	})
+}
+
+// padded returns x zero-padded by pad on every side, (B, H+2p, W+2p, C).
+func padded(x *Tensor, pad, threads int) []float32 {
+	s := x.S
+	C := s.C
+	Hp, Wp := s.H+2*pad, s.W+2*pad
+	xp := make([]float32, s.B*Hp*Wp*C)
+	kern.ParallelFor(s.B*s.H, 8, threads, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			b, y := r/s.H, r%s.H
+			copy(xp[((b*Hp+y+pad)*Wp+pad)*C:], x.D[(b*s.H+y)*s.W*C:(b*s.H+y+1)*s.W*C])
+		}
+	})
+	return xp
+}
+
+// UpConv3x3 computes Conv2d(Upsample2x(x), w, 1, 1) as four sub-pixel 2x2
+// convolutions of x. Output row 2a+py reads upsampled rows 2a+py-1..2a+py+1,
+// which are input rows a-1, a, a (py = 0) or a, a, a+1 (py = 1): so phase
+// (py, px) is a 2x2 convolution over input rows a+py-1, a+py and columns
+// b+px-1, b+px, whose taps are sums of the 3x3 taps (zero padding maps to
+// zero padding). Each of its 4 taps is one GEMM over the padded input, as
+// in implicitConv: 16 GEMMs at the input resolution instead of 9 at twice
+// it (4/9 of the multiply-adds). Narrow inputs fall back to upsample +
+// convolution.
+func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
+	xt, c := tens(x), weightAs[*conv](w, "UpConv3x3")
+	s := xt.S
+	if c.dense == nil || c.kh != 3 || c.kw != 3 || s.C < implicitMinChannels {
+		return e.Conv2d(e.Upsample2x(x), w, 1, 1)
+	}
+	if s.C != c.in {
+		panic(fmt.Sprintf("cpu engine: UpConv3x3: input has %d channels, weight wants %d", s.C, c.in))
+	}
+	c.phasesOnce.Do(func() {
+		K := 9 * c.in
+		// rowsOf[p][d]: the 3x3 kernel rows (or columns) that tap d of
+		// phase p sums.
+		rowsOf := [2][2][]int{{{0}, {1, 2}}, {{0, 1}, {2}}}
+		for py := 0; py < 2; py++ {
+			for px := 0; px < 2; px++ {
+				for dy := 0; dy < 2; dy++ {
+					for dx := 0; dx < 2; dx++ {
+						m := make([]float32, c.out*c.in)
+						for _, ky := range rowsOf[py][dy] {
+							for _, kx := range rowsOf[px][dx] {
+								t := ky*3 + kx
+								for o := 0; o < c.out; o++ {
+									src := c.raw[o*K+t*c.in : o*K+(t+1)*c.in]
+									dst := m[o*c.in : (o+1)*c.in]
+									for i, v := range src {
+										dst[i] += v
+									}
+								}
+							}
+						}
+						c.phases[py*2+px][dy*2+dx] = kern.Pack(m, c.out, c.in)
+					}
+				}
+			}
+		}
+	})
+	threads := e.threads()
+	C, Co := s.C, c.out
+	Hp, Wp := s.H+2, s.W+2
+	xp := padded(xt, 1, threads)
+	o := engine.Shape{B: s.B, H: 2 * s.H, W: 2 * s.W, C: Co}
+	out := newTensor(o)
+	// Output (b, a, col) of a phase is row q = (b*Hp + a)*Wp + col; its tap
+	// (dy, dx) reads padded input row q + (py+dy)*Wp + px+dx.
+	R := (s.B-1)*Hp*Wp + (s.H-1)*Wp + s.W
+	yb := make([]float32, R*Co)
+	for py := 0; py < 2; py++ {
+		for px := 0; px < 2; px++ {
+			for t, wt := range c.phases[py*2+px] {
+				dy, dx := t/2, t%2
+				off := ((py+dy)*Wp + px + dx) * C
+				if t == 0 {
+					kern.Gemm(yb, Co, xp[off:], C, R, wt, c.bias, false, threads)
+				} else {
+					kern.Gemm(yb, Co, xp[off:], C, R, wt, nil, true, threads)
+				}
+			}
+			kern.ParallelFor(s.B*s.H, 8, threads, func(_, lo, hi int) {
+				for r := lo; r < hi; r++ {
+					b, a := r/s.H, r%s.H
+					src := yb[((b*Hp+a)*Wp)*Co:]
+					dst := out.D[((b*o.H+2*a+py)*o.W+px)*Co:]
+					for col := 0; col < s.W; col++ {
+						copy(dst[2*col*Co:2*col*Co+Co], src[col*Co:(col+1)*Co])
+					}
+				}
+			})
+		}
+	}
+	return out
+}
