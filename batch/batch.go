@@ -52,9 +52,7 @@ type FeatureEngine interface {
 // ImageEngine is the optional image side of an engine: a FeatureEngine that
 // also implements it (and whose ImageModel returns nil) serves
 // TokenizeImages, Detokenize and EmbedImages.
-//
-// TODO(lead): *unitok.Tokenizer gains these methods on the image branch;
-// once merged it satisfies this interface as is (see NOTES-serve.md).
+// *unitok.Tokenizer implements it.
 type ImageEngine interface {
 	// ImageModel is nil when the checkpoint holds the image encoder and decoder.
 	ImageModel() error

@@ -28,10 +28,8 @@ var ErrTooManyPixels = errors.New("too many pixels")
 
 // DecodeStd decodes a PNG, JPEG or GIF with the standard library, checking
 // the pixel count from the header before decoding.
-//
-// TODO(lead): swap for internal/imageio.Decode (PIL-exact) when merged: set
-// Config.DecodeImage in cmd/unitok/serve.go, and make imageio's pixel-limit
-// error match ErrTooManyPixels (or map it in classify).
+// `unitok serve` sets Config.DecodeImage to internal/imageio's decoder
+// (PIL's conversion rules); this one serves tests and other embedders.
 func DecodeStd(r io.Reader, maxPixels int) (image.Image, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
@@ -53,8 +51,7 @@ func DecodeStd(r io.Reader, maxPixels int) (image.Image, error) {
 
 // EncodePNGStd writes x, one (3, S, S) image in [-1, 1], as an 8-bit RGB
 // PNG: round((v+1)*127.5), clamped.
-//
-// TODO(lead): swap for internal/imageio.FromTensor + EncodePNG when merged.
+// `unitok serve` uses internal/imageio's (the same arithmetic).
 func EncodePNGStd(w io.Writer, x []float32, S int) error {
 	im := image.NewNRGBA(image.Rect(0, 0, S, S))
 	for y := 0; y < S; y++ {

@@ -11,9 +11,7 @@ import (
 
 // GPUStat is one GPU's telemetry at scrape time. Fields that a device does
 // not report are negative and are not exported.
-//
-// TODO(lead): internal/telemetry (NVML) provides these; wire its reader into
-// Config.GPUStats in cmd/unitok/serve.go.
+// `unitok serve` fills them from internal/telemetry (NVML).
 type GPUStat struct {
 	Index           int
 	Name            string

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image"
 	"io"
 	"log/slog"
 	"net"
@@ -14,10 +15,72 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/unitok/unitok"
 	"github.com/unitok/unitok/api"
 	"github.com/unitok/unitok/batch"
+	"github.com/unitok/unitok/internal/imageio"
+	"github.com/unitok/unitok/internal/telemetry"
 	"github.com/unitok/unitok/server"
 )
+
+// The tokenizer serves the image routes when its checkpoint has the model.
+var _ batch.ImageEngine = (*unitok.Tokenizer)(nil)
+
+// decodeImage is the server's image decoder: internal/imageio (PIL's
+// conversion rules, the pixel limit read from the header).
+func decodeImage(r io.Reader, maxPixels int) (image.Image, error) {
+	img, _, err := imageio.Decode(r, int64(maxPixels))
+	if errors.Is(err, imageio.ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %v", server.ErrTooManyPixels, err)
+	}
+	return img, err
+}
+
+// encodePNG writes one (3, S, S) image in [-1, 1] as inference.py's save_img does.
+func encodePNG(w io.Writer, x []float32, S int) error {
+	img, err := imageio.FromTensor(x, 3, S, S)
+	if err != nil {
+		return err
+	}
+	return imageio.EncodePNG(w, img)
+}
+
+// gpuStats samples NVML once a second for the server's per-GPU gauges; nil
+// (no GPU gauges) where NVML is not available, with the reason logged once.
+func gpuStats(ctx context.Context, log *slog.Logger) func() []server.GPUStat {
+	m, err := telemetry.Open()
+	if err != nil {
+		log.Info("no GPU gauges", "reason", err.Error())
+		return nil
+	}
+	s := telemetry.StartSampler(ctx, m, time.Second)
+	go func() { <-s.Done(); m.Close() }()
+	return func() []server.GPUStat {
+		snap, _ := s.Latest()
+		out := make([]server.GPUStat, 0, len(snap.GPUs))
+		for _, g := range snap.GPUs {
+			// A field NVML does not report is negative: not exported.
+			val := func(name string, v float64) float64 {
+				if !g.Supported(name) {
+					return -1
+				}
+				return v
+			}
+			out = append(out, server.GPUStat{
+				Index: g.Index, Name: g.Name,
+				UtilizationPct:  val("utilization_gpu_pct", float64(g.UtilizationGPUPct)),
+				MemoryUsedBytes: val("memory_used_bytes", float64(g.MemoryUsedBytes)),
+				MemoryTotal:     val("memory_total_bytes", float64(g.MemoryTotalBytes)),
+				SMClockHz:       val("sm_clock_mhz", float64(g.SMClockMHz)*1e6),
+				MemClockHz:      -1,
+				PowerWatts:      val("power_w", g.PowerW),
+				TemperatureC:    val("temperature_c", float64(g.TemperatureC)),
+				ThrottleReasons: val("throttle_reasons", float64(g.ThrottleMask)),
+			})
+		}
+		return out
+	}
+}
 
 const serveUsage = `usage: unitok serve --checkpoint CKPT [--addr 127.0.0.1:8080] [flags]
 
@@ -101,12 +164,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	gpuCtx, stopGPU := context.WithCancel(context.Background())
+	defer stopGPU()
 	srv, err := server.New(server.Config{
-		// TODO(lead): once the image methods land on *unitok.Tokenizer it
-		// satisfies batch.ImageEngine and the image routes turn on; also set
-		// DecodeImage/EncodePNG to internal/imageio and GPUStats to
-		// internal/telemetry here.
 		Engine:         tok,
+		DecodeImage:    decodeImage,
+		EncodePNG:      encodePNG,
+		GPUStats:       gpuStats(gpuCtx, log),
 		Batch:          batch.Options{MaxBatch: *maxBatch, MaxTokens: *maxTokens, MaxWait: *maxWait, QueueSize: *queue, Workers: *workers},
 		Checkpoint:     ef.checkpoint,
 		ProcessMetrics: true,
