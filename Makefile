@@ -113,12 +113,16 @@ EMU_DIR ?= $(BUILD)/emu
 EMU_SRCS := $(patsubst %.cu,$(EMU_DIR)/src/%.cc,$(CU_SRCS))
 EMU_OBJS := $(patsubst %.cc,%.o,$(EMU_SRCS)) $(EMU_DIR)/src/emu_runtime.o
 EMU_CXXFLAGS ?= -O2 -g
-EMU_CXX := g++ -std=c++20 -pthread -fPIC -ffp-contract=off -DUNITOK_GEMM_WIDE_MIN_BLOCKS=1 $(EMU_CXXFLAGS) -Icsrc/emu -I. -Icsrc
+# -fsanitize=alignment: a float4 access that is not 16-byte aligned (a fault
+# on a GPU) stops the run; the emulation's float4 is 16-byte aligned as on a
+# GPU. Kernel variants are chosen as on a GPU; tests force the others.
+EMU_SAN := -fsanitize=alignment -fno-sanitize-recover=alignment
+EMU_CXX := g++ -std=c++20 -pthread -fPIC -ffp-contract=off $(EMU_SAN) $(EMU_CXXFLAGS) -Icsrc/emu -I. -Icsrc
 EMU_RUN ?= TestCUDA
 EMU_GOFLAGS ?=
 EMU_ENV ?=
 
-.PHONY: emu emu-test emu-asan
+.PHONY: emu emu-test emu-asan emu-align-check
 emu: $(EMU_DIR)/libunitok_cuda.a
 
 $(EMU_DIR)/src/%.cc: %.cu
@@ -136,8 +140,19 @@ $(EMU_DIR)/libunitok_cuda.a: $(EMU_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-emu-test: $(EMU_DIR)/libunitok_cuda.a
-	set -o pipefail; $(EMU_ENV) CGO_LDFLAGS="-L$(CURDIR)/$(EMU_DIR)" $(GO) test $(EMU_GOFLAGS) -tags cuda -count=1 -timeout 30m -run '$(EMU_RUN)' -v . 2>&1 | grep -v '^=== RUN'
+# The emulation must catch a misaligned float4 load (offset 1 float), and
+# must not complain about an aligned one (offset 0).
+$(EMU_DIR)/align_selftest: csrc/emu/align_selftest.cc $(EMU_DIR)/src/emu_runtime.o csrc/emu/cuda_runtime.h
+	$(EMU_CXX) $< $(EMU_DIR)/src/emu_runtime.o -o $@
+
+emu-align-check: $(EMU_DIR)/align_selftest
+	$< 0 >/dev/null
+	@if $< 1 >$(EMU_DIR)/align_selftest.log 2>&1; then echo "FAIL: the emulation missed a misaligned float4 load"; exit 1; fi
+	@grep -q 'misaligned address' $(EMU_DIR)/align_selftest.log || { cat $(EMU_DIR)/align_selftest.log; exit 1; }
+	@echo "ok: the emulation stops on a misaligned float4 load"
+
+emu-test: $(EMU_DIR)/libunitok_cuda.a emu-align-check
+	set -o pipefail; $(EMU_ENV) CGO_LDFLAGS="-L$(CURDIR)/$(EMU_DIR) $(EMU_SAN)" $(GO) test $(EMU_GOFLAGS) -tags cuda -count=1 -timeout 30m -run '$(EMU_RUN)' -v . 2>&1 | grep -v '^=== RUN'
 
 # The emulation under AddressSanitizer: out-of-bounds reads and writes of the
 # kernels (device memory is host memory here) stop the test.
