@@ -78,6 +78,11 @@ $(OBJDIR)/%.o: %.cu $(CU_HDRS)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCC_ALL) -c $< -o $@
 
+# The binaries, plus build/sysroot: the loader and the exact shared libraries
+# they were linked against (ldd), so bench/device_check.sh can start them on a
+# machine with another glibc (see scripts/make_sysroot.sh). Carry to the GPU
+# machine: build/unitok_cuda.test build/prep_cuda.test build/unitok-cuda build/sysroot.
+CUDA_BINS := $(BUILD)/unitok_cuda.test $(BUILD)/prep_cuda.test $(if $(HAVE_CLI),$(BUILD)/unitok-cuda)
 cuda-test-bin: $(LIB)
 	$(GO) test -tags cuda -c -o $(BUILD)/unitok_cuda.test .
 	$(GO) test -tags cuda -c -o $(BUILD)/prep_cuda.test ./internal/prep/
@@ -86,6 +91,9 @@ ifneq ($(HAVE_CLI),)
 else
 	@echo "cmd/unitok has no Go files yet: CUDA CLI not built"
 endif
+	bash scripts/make_sysroot.sh $(BUILD)/sysroot $(CUDA_BINS)
+	{ echo "commit $$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"; \
+	  echo "built $$(date -u +%FT%TZ) on $$(uname -n)"; $(GO) version; $(NVCC) --version | tail -n 1; } > $(BUILD)/sysroot/BUILD_INFO
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
