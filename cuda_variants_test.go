@@ -203,11 +203,15 @@ func TestCUDAVariants(t *testing.T) {
 			// hd = 128: the wide attention instance.
 			{"hd128", Config{InDim: 256, LatentDim: 16, NumCodebooks: 2, CodebookSize: 64, NumHeads: 2}, 1, 37},
 		}
+		tiles := []int{64, 128}
 		if emulated(dev) {
-			cases[0].N = 17 // keeps the emulation quick; still not a multiple of 32
+			// Keeps the emulation quick: N = 17 is still not a multiple of 32,
+			// and TestCUDAMatchesCPU covers the 64x64 tile there.
+			cases[0].N = 17
+			tiles = []int{128}
 		}
 		for _, tc := range cases {
-			for _, tile := range []int{64, 128} {
+			for _, tile := range tiles {
 				for _, causal := range []bool{false, true} {
 					if tc.name == "hd128" && causal && emulated(dev) {
 						continue
@@ -234,9 +238,11 @@ func TestCUDAVariants(t *testing.T) {
 						x := randNormal(rand.New(rand.NewPCG(uint64(tile), 5)), B*N*c.InDim)
 						zc, err := cpu.QuantProj(x, B, N)
 						require.NoError(t, err)
-						zg, err := gpu.QuantProj(x, B, N)
-						require.NoError(t, err)
-						require.Less(t, relErrF(zg, zc), cudaFeatureRelTol, "quant_proj")
+						if !emulated(dev) {
+							zg, err := gpu.QuantProj(x, B, N)
+							require.NoError(t, err)
+							require.Less(t, relErrF(zg, zc), cudaFeatureRelTol, "quant_proj")
+						}
 						want, err := cpu.Encode(x, B, N)
 						require.NoError(t, err)
 						got := poisoned(len(want))

@@ -179,8 +179,8 @@ def main():
                                                                     FLOPS["encode"], FLOPS["decode"]))
     print("| op | size | unitok resident tok/s | unitok Go API tok/s | torch eager tok/s | resident / eager "
           "| torch.compile tok/s | SM MHz median (min-max, n) | throttle | FP32 peak at that clock TFLOP/s "
-          "| resident fraction of peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| resident fraction of peak | SM MHz during torch eager (throttle) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     keys = sorted(set((op, size) for (_, op, size) in go) | set(tr),
                   key=lambda k: (["quantize", "encode", "encode (causal)", "decode"].index(k[0])
                                  if k[0] in ("quantize", "encode", "encode (causal)", "decode") else 9, k[1]))
@@ -193,14 +193,16 @@ def main():
         clk = during(smp, win.get(res.get("_name"))) or during(smp, win.get(api.get("_name")))
         peak = sms * FP32_LANES_PER_SM * 2 * clk[0] * 1e6 if (clk and sms) else None
         frac = r_tok * FLOPS.get(op, 0) / peak if (peak and r_tok) else None
+        tclk = during(smp, t.get("eager_window"))
         sizes = ("M=%d" if op == "quantize" else "B=%d") % size
-        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             op, sizes, f3(r_tok), f3(a_tok), f3(eager), ("%.2fx" % (r_tok / eager)) if (r_tok and eager) else "-",
             f3(comp) if comp else ("failed" if "compile_error" in t and not t["compile_error"].startswith("not run")
                                    else "-"),
             ("%.0f (%.0f-%.0f, %d)" % (clk[0], clk[1], clk[2], clk[4])) if clk else "-",
             (", ".join(clk[3]) or "none") if clk else "-",
-            ("%.1f" % (peak / 1e12)) if peak else "-", ("%.3f" % frac) if frac else "-"))
+            ("%.1f" % (peak / 1e12)) if peak else "-", ("%.3f" % frac) if frac else "-",
+            ("%.0f (%s)" % (tclk[0], ", ".join(tclk[3]) or "none")) if tclk else "-"))
     if not smp:
         print("\nNo clock samples: the fraction of peak is not given (no telemetry, no nvidia-smi).")
 
