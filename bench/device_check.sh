@@ -142,7 +142,7 @@ for d in $(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF}' | xargs 
 	[ -d "$d" ] && case ":$drv:" in *":$d:"*) ;; *) drv=${drv:+$drv:}$d ;; esac
 done
 echo "driver dirs: $drv" >>"$LOGS/host.txt"
-ls -l $(echo "$drv" | tr ':' ' ' | xargs -n1 -I{} sh -c 'ls {}/libcuda.so* 2>/dev/null') >>"$LOGS/host.txt" 2>&1
+for d in $(echo "$drv" | tr ':' ' '); do ls -l "$d"/libcuda.so* "$d"/libnvidia-ml.so* 2>/dev/null; done >>"$LOGS/host.txt"
 
 # LAUNCH prefixes every binary; TOOL_LAUNCH is the same for programs that
 # compute-sanitizer and ncu start (empty when the machine's loader is used).

@@ -57,8 +57,11 @@ cp -L "$loader" "$root/ld-linux-x86-64.so.2"
 } >"$root/MANIFEST"
 chmod 755 "$root/ld-linux-x86-64.so.2"
 # The carried loader must start each binary with only the carried libraries.
+# The carried loader must resolve every library of each binary inside SYSROOT.
 for bin in "$@"; do
-	"$root/ld-linux-x86-64.so.2" --library-path "$root" --list "$bin" >/dev/null ||
+	list=$("$root/ld-linux-x86-64.so.2" --library-path "$root" --list "$bin") ||
 		{ echo "make_sysroot: the carried loader cannot resolve $bin" >&2; exit 1; }
+	outside=$(echo "$list" | grep '=>' | grep -v "=> $root/" || true)
+	[ -z "$outside" ] || { echo "make_sysroot: $bin resolves outside $root: $outside" >&2; exit 1; }
 done
 echo "make_sysroot: $root: loader + ${#src[@]} libraries ($(du -sh "$root" | cut -f1))"
