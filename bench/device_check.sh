@@ -151,12 +151,12 @@ CARRIED=("$SYSROOT/ld-linux-x86-64.so.2" --library-path "$SYSROOT:$drv")
 LAUNCH=()
 how=""
 if [ -x "$SYSROOT/ld-linux-x86-64.so.2" ] &&
-	"${CARRIED[@]}" "$BIN" -test.list '.' >"$LOGS/list_carried.txt" 2>&1 && grep -q '^TestCUDAVariants$' "$LOGS/list_carried.txt"; then
+	timeout 20 "${CARRIED[@]}" "$BIN" -test.list '.' >"$LOGS/list_carried.txt" 2>&1 && grep -q '^TestCUDAVariants$' "$LOGS/list_carried.txt"; then
 	LAUNCH=("${CARRIED[@]}")
 	how="carried loader ($SYSROOT, $(sed -n 2p "$SYSROOT/MANIFEST" | sed 's/^# //'))"
 fi
 ldd "$BIN" >"$LOGS/ldd_native.txt" 2>&1
-if "$BIN" -test.list '.' >"$LOGS/list_native.txt" 2>&1 && grep -q '^TestCUDAVariants$' "$LOGS/list_native.txt"; then
+if timeout 20 "$BIN" -test.list '.' >"$LOGS/list_native.txt" 2>&1 && grep -q '^TestCUDAVariants$' "$LOGS/list_native.txt"; then
 	native_ok=1
 else
 	native_ok=0
@@ -166,7 +166,6 @@ if [ ${#LAUNCH[@]} -eq 0 ]; then
 	LAUNCH=("${NATIVE[@]}")
 	how="this machine's loader (the carried one failed: $(tail -n 1 "$LOGS/list_carried.txt" 2>/dev/null))"
 fi
-run_bin() { "${LAUNCH[@]}" "$@"; } # run_bin BIN ARGS...
 
 # The binary must see the GPU: with UNITOK_REQUIRE_GPU=1 this test fails
 # when the CUDA runtime finds no device (no libcuda.so.1, driver too old).
@@ -295,7 +294,7 @@ bench goapi 40 'CUDA(Quantize|Encode|Decode|EncodeCausal)$' 8x
 # ------------------------------------------------------------ 3. PyTorch
 t=$(date +%s)
 lim=$(limit 45)
-if ! python3 -c 'import torch; assert torch.cuda.is_available()' >"$LOGS/torch_probe.txt" 2>&1; then
+if ! timeout 30 python3 -c 'import torch; assert torch.cuda.is_available()' >"$LOGS/torch_probe.txt" 2>&1; then
 	record torch INCOMPLETE "$(($(date +%s) - t))" "not run: $(tail -n 1 "$LOGS/torch_probe.txt")"
 	INCOMPLETE=1
 elif [ "$lim" -lt 15 ]; then
