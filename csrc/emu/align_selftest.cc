@@ -21,5 +21,7 @@ int main(int argc, char **argv) {
 	for (int i = 0; i < 64; ++i) buf[i] = (float)i;
 	::emu::launch(load4, dim3(1), dim3(8), 0, nullptr, (const float *)(buf + off), out);
 	printf("sum %g\n", (double)out[0]);
+	cudaFree(buf);
+	cudaFree(out);
 	return 0;
 }
