@@ -122,6 +122,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 	nvidia-smi -L >"$LOGS/nvidia-smi-L.txt" 2>&1
 	gpus=$(grep -c '^GPU [0-9]' "$LOGS/nvidia-smi-L.txt")
 	nvidia-smi >"$LOGS/nvidia-smi.txt" 2>&1
+	timeout 20 nvidia-smi -q -d CLOCK,PERFORMANCE,POWER,TEMPERATURE >"$LOGS/nvidia-smi-q.txt" 2>&1
 	nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit,temperature.gpu \
 		--format=csv >"$LOGS/nvidia-smi-query.csv" 2>&1
 fi
