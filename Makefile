@@ -31,11 +31,11 @@ CU_HDRS := csrc/unitok_cuda.h csrc/launchers.h $(wildcard kernels/*.cuh)
 HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 HAVE_CLI  := $(wildcard cmd/unitok/*.go)
 
-.PHONY: all test test-cpu fuzz-smoke test-cuda cuda cuda-test-bin bench vet clean
+.PHONY: all test test-cpu fuzz-smoke test-cuda cuda cuda-test-bin bench vet clean device-check-nogpu
 
 all: test
 
-test: test-cpu
+test: test-cpu device-check-nogpu
 ifneq ($(HAVE_NVCC),)
 	$(MAKE) test-cuda
 	$(MAKE) emu-test
@@ -62,6 +62,16 @@ fuzz-smoke:
 		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg; \
 	done
+
+# Without a GPU, bench/device_check.sh must refuse (exit 3, "no GPU"), never pass.
+device-check-nogpu:
+	@if ls /dev | grep -qE '^nvidia[0-9]+$$' || command -v nvidia-smi >/dev/null; then \
+		echo "device-check-nogpu: this machine may have a GPU: skipped"; \
+	else \
+		out=$$(OUT=$(BUILD)/device_nogpu bash bench/device_check.sh 2>&1); rc=$$?; \
+		if [ $$rc -eq 3 ] && echo "$$out" | grep -q 'no GPU'; then echo "ok: bench/device_check.sh refuses without a GPU (exit 3)"; \
+		else echo "$$out" | tail -n 5; echo "FAIL: bench/device_check.sh exited $$rc without a GPU"; exit 1; fi; \
+	fi
 
 # -count=1: go's test cache does not see a rebuilt libunitok_cuda.a.
 test-cuda: $(LIB)
