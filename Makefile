@@ -31,11 +31,11 @@ CU_HDRS := csrc/unitok_cuda.h csrc/launchers.h $(wildcard kernels/*.cuh)
 HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 HAVE_CLI  := $(wildcard cmd/unitok/*.go)
 
-.PHONY: all test test-cpu fuzz-smoke test-cuda cuda cuda-test-bin bench vet clean
+.PHONY: all test test-cpu fuzz-smoke test-cuda cuda cuda-test-bin bench vet clean device-check-nogpu
 
 all: test
 
-test: test-cpu
+test: test-cpu device-check-nogpu
 ifneq ($(HAVE_NVCC),)
 	$(MAKE) test-cuda
 	$(MAKE) emu-test
@@ -63,6 +63,16 @@ fuzz-smoke:
 		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg; \
 	done
 
+# Without a GPU, bench/device_check.sh must refuse (exit 3, "no GPU"), never pass.
+device-check-nogpu:
+	@if ls /dev | grep -qE '^nvidia[0-9]+$$' || command -v nvidia-smi >/dev/null; then \
+		echo "device-check-nogpu: this machine may have a GPU: skipped"; \
+	else \
+		out=$$(OUT=$(BUILD)/device_nogpu bash bench/device_check.sh 2>&1); rc=$$?; \
+		if [ $$rc -eq 3 ] && echo "$$out" | grep -q 'no GPU'; then echo "ok: bench/device_check.sh refuses without a GPU (exit 3)"; \
+		else echo "$$out" | tail -n 5; echo "FAIL: bench/device_check.sh exited $$rc without a GPU"; exit 1; fi; \
+	fi
+
 # -count=1: go's test cache does not see a rebuilt libunitok_cuda.a.
 test-cuda: $(LIB)
 	$(GO) test -count=1 -tags cuda $(PKGS)
@@ -78,6 +88,11 @@ $(OBJDIR)/%.o: %.cu $(CU_HDRS)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCC_ALL) -c $< -o $@
 
+# The binaries, plus build/sysroot: the loader and the exact shared libraries
+# they were linked against (ldd), so bench/device_check.sh can start them on a
+# machine with another glibc (see scripts/make_sysroot.sh). Carry to the GPU
+# machine: build/unitok_cuda.test build/prep_cuda.test build/unitok-cuda build/sysroot.
+CUDA_BINS := $(BUILD)/unitok_cuda.test $(BUILD)/prep_cuda.test $(if $(HAVE_CLI),$(BUILD)/unitok-cuda)
 cuda-test-bin: $(LIB)
 	$(GO) test -tags cuda -c -o $(BUILD)/unitok_cuda.test .
 	$(GO) test -tags cuda -c -o $(BUILD)/prep_cuda.test ./internal/prep/
@@ -86,6 +101,9 @@ ifneq ($(HAVE_CLI),)
 else
 	@echo "cmd/unitok has no Go files yet: CUDA CLI not built"
 endif
+	bash scripts/make_sysroot.sh $(BUILD)/sysroot $(CUDA_BINS)
+	{ echo "commit $$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"; \
+	  echo "built $$(date -u +%FT%TZ) on $$(uname -n)"; $(GO) version; $(NVCC) --version | tail -n 1; } > $(BUILD)/sysroot/BUILD_INFO
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
@@ -113,12 +131,16 @@ EMU_DIR ?= $(BUILD)/emu
 EMU_SRCS := $(patsubst %.cu,$(EMU_DIR)/src/%.cc,$(CU_SRCS))
 EMU_OBJS := $(patsubst %.cc,%.o,$(EMU_SRCS)) $(EMU_DIR)/src/emu_runtime.o
 EMU_CXXFLAGS ?= -O2 -g
-EMU_CXX := g++ -std=c++20 -pthread -fPIC -ffp-contract=off -DUNITOK_GEMM_WIDE_MIN_BLOCKS=1 $(EMU_CXXFLAGS) -Icsrc/emu -I. -Icsrc
+# -fsanitize=alignment: a float4 access that is not 16-byte aligned (a fault
+# on a GPU) stops the run; the emulation's float4 is 16-byte aligned as on a
+# GPU. Kernel variants are chosen as on a GPU; tests force the others.
+EMU_SAN := -fsanitize=alignment -fno-sanitize-recover=alignment
+EMU_CXX := g++ -std=c++20 -pthread -fPIC -ffp-contract=off $(EMU_SAN) $(EMU_CXXFLAGS) -Icsrc/emu -I. -Icsrc
 EMU_RUN ?= TestCUDA
 EMU_GOFLAGS ?=
 EMU_ENV ?=
 
-.PHONY: emu emu-test emu-asan
+.PHONY: emu emu-test emu-asan emu-align-check
 emu: $(EMU_DIR)/libunitok_cuda.a
 
 $(EMU_DIR)/src/%.cc: %.cu
@@ -136,8 +158,19 @@ $(EMU_DIR)/libunitok_cuda.a: $(EMU_OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-emu-test: $(EMU_DIR)/libunitok_cuda.a
-	set -o pipefail; $(EMU_ENV) CGO_LDFLAGS="-L$(CURDIR)/$(EMU_DIR)" $(GO) test $(EMU_GOFLAGS) -tags cuda -count=1 -timeout 30m -run '$(EMU_RUN)' -v . 2>&1 | grep -v '^=== RUN'
+# The emulation must catch a misaligned float4 load (offset 1 float), and
+# must not complain about an aligned one (offset 0).
+$(EMU_DIR)/align_selftest: csrc/emu/align_selftest.cc $(EMU_DIR)/src/emu_runtime.o csrc/emu/cuda_runtime.h
+	$(EMU_CXX) $< $(EMU_DIR)/src/emu_runtime.o -o $@
+
+emu-align-check: $(EMU_DIR)/align_selftest
+	$< 0 >/dev/null
+	@if $< 1 >$(EMU_DIR)/align_selftest.log 2>&1; then echo "FAIL: the emulation missed a misaligned float4 load"; exit 1; fi
+	@grep -q 'misaligned address' $(EMU_DIR)/align_selftest.log || { cat $(EMU_DIR)/align_selftest.log; exit 1; }
+	@echo "ok: the emulation stops on a misaligned float4 load"
+
+emu-test: $(EMU_DIR)/libunitok_cuda.a emu-align-check
+	set -o pipefail; $(EMU_ENV) CGO_LDFLAGS="-L$(CURDIR)/$(EMU_DIR) $(EMU_SAN)" $(GO) test $(EMU_GOFLAGS) -tags cuda -count=1 -timeout 30m -run '$(EMU_RUN)' -v . 2>&1 | grep -v '^=== RUN'
 
 # The emulation under AddressSanitizer: out-of-bounds reads and writes of the
 # kernels (device memory is host memory here) stop the test.

@@ -61,7 +61,7 @@ layernorm_kernel(const float *x, int n,
 constexpr int kBK = 16, kPad = 4;
 constexpr int kGemmThreads = 256;
 #ifndef UNITOK_GEMM_WIDE_MIN_BLOCKS
-#define UNITOK_GEMM_WIDE_MIN_BLOCKS 264 // two blocks per SM of an H200 (the CPU emulation sets 1)
+#define UNITOK_GEMM_WIDE_MIN_BLOCKS 264 // two blocks per SM of an H200
 #endif
 
 enum Epilogue { kEpiBias = 0, kEpiResidual = 1, kEpiGeGLU = 2 };
@@ -150,9 +150,8 @@ gemm_kernel(const float *__restrict__ A, const float *__restrict__ W, const floa
 
 template <int kEpi>
 cudaError_t gemm(const float *A, const float *W, const float *bias, const float *res, float *C,
-                 int M, int N, int Kd, cudaStream_t s) {
-	// Wide tiles only when they still give every SM of an H200 a few blocks.
-	if (N >= 256 && (long long)ceil_div(M, 128) * ceil_div(N, 128) >= UNITOK_GEMM_WIDE_MIN_BLOCKS) {
+                 int M, int N, int Kd, int forced, cudaStream_t s) {
+	if (gemm_tile(M, N, forced) == 128) {
 		dim3 grid(ceil_div(N, 128), ceil_div(M, 128));
 		gemm_kernel<kEpi, 128, 128><<<grid, kGemmThreads, 0, s>>>(A, W, bias, res, C, M, N, Kd);
 	} else {
@@ -360,6 +359,12 @@ size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 } // namespace
 
+int gemm_tile(int M, int N, int forced) {
+	if (forced == 64 || forced == 128) return forced;
+	// Wide tiles only when they still give every SM of an H200 a few blocks.
+	return N >= 256 && (long long)ceil_div(M, 128) * ceil_div(N, 128) >= UNITOK_GEMM_WIDE_MIN_BLOCKS ? 128 : 64;
+}
+
 attn_proj_plan plan_attn_proj(const unitok_attn_proj_weights &w, int batch, int tokens) {
 	attn_proj_plan p{};
 	const size_t R = (size_t)batch * tokens;
@@ -399,7 +404,7 @@ cudaError_t launch_attn_proj_forward(const unitok_attn_proj_args &a, cudaStream_
 	layernorm_kernel<<<R, kLNThreads, 0, s>>>(a.x, w.in, w.norm1.weight, w.norm1.bias, w.norm1.eps, h1,
 	                                          w.norm3.weight, w.norm3.bias, w.norm3.eps, h3);
 	if ((e = cudaGetLastError()) != cudaSuccess) return e;
-	if ((e = gemm<kEpiBias>(h1, w.qkv_w, w.qkv_b, nullptr, qkv, R, 3 * W, w.in, s)) != cudaSuccess) return e;
+	if ((e = gemm<kEpiBias>(h1, w.qkv_w, w.qkv_b, nullptr, qkv, R, 3 * W, w.in, a.gemm_tile, s)) != cudaSuccess) return e;
 	if (w.head_dim <= 64)
 		e = attention<4>(qkv, att, a.batch, a.tokens, w.heads, w.head_dim, a.causal, mean, s);
 	else
@@ -412,16 +417,16 @@ cudaError_t launch_attn_proj_forward(const unitok_attn_proj_args &a, cudaStream_
 		if ((e = cudaGetLastError()) != cudaSuccess) return e;
 	}
 	const float *ain = pool ? pooled : att; // (R, out)
-	if ((e = gemm<kEpiBias>(ain, w.attn_proj_w, w.attn_proj_b, nullptr, a2, R, w.out, w.out, s)) != cudaSuccess) return e;
-	if ((e = gemm<kEpiResidual>(h3, w.proj_w, w.proj_b, a2, x1, R, w.out, w.in, s)) != cudaSuccess) return e;
+	if ((e = gemm<kEpiBias>(ain, w.attn_proj_w, w.attn_proj_b, nullptr, a2, R, w.out, w.out, a.gemm_tile, s)) != cudaSuccess) return e;
+	if ((e = gemm<kEpiResidual>(h3, w.proj_w, w.proj_b, a2, x1, R, w.out, w.in, a.gemm_tile, s)) != cudaSuccess) return e;
 	layernorm_kernel<<<R, kLNThreads, 0, s>>>(x1, w.out, w.norm2.weight, w.norm2.bias, w.norm2.eps, u,
 	                                          nullptr, nullptr, 0.f, nullptr);
 	if ((e = cudaGetLastError()) != cudaSuccess) return e;
 	layernorm_kernel<<<R, kLNThreads, 0, s>>>(u, w.out, w.mlp_norm.weight, w.mlp_norm.bias, w.mlp_norm.eps, u,
 	                                          nullptr, nullptr, 0.f, nullptr);
 	if ((e = cudaGetLastError()) != cudaSuccess) return e;
-	if ((e = gemm<kEpiGeGLU>(u, w.w01_w, w.w01_b, nullptr, g, R, 4 * w.out, w.out, s)) != cudaSuccess) return e;
-	return gemm<kEpiResidual>(g, w.w2_w, w.w2_b, x1, a.y, R, w.out, 2 * w.out, s);
+	if ((e = gemm<kEpiGeGLU>(u, w.w01_w, w.w01_b, nullptr, g, R, 4 * w.out, w.out, a.gemm_tile, s)) != cudaSuccess) return e;
+	return gemm<kEpiResidual>(g, w.w2_w, w.w2_b, x1, a.y, R, w.out, 2 * w.out, a.gemm_tile, s);
 }
 
 } // namespace unitok

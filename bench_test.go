@@ -1,9 +1,12 @@
 package unitok
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // RealConfig is UniTok-Large's tokenizer core at its real widths.
@@ -19,6 +22,9 @@ func benchTokenizer(b *testing.B, device string, opts ...Option) *Tokenizer {
 	}
 	tok, err := New(m, append([]Option{WithDevice(device)}, opts...)...)
 	if err != nil {
+		if device != "cpu" && os.Getenv("UNITOK_REQUIRE_GPU") == "1" {
+			b.Fatalf("UNITOK_REQUIRE_GPU=1 but device %s is unavailable: %v", device, err)
+		}
 		b.Skipf("device %s unavailable: %v", device, err)
 	}
 	b.Cleanup(func() { tok.Close() })
@@ -26,14 +32,59 @@ func benchTokenizer(b *testing.B, device string, opts ...Option) *Tokenizer {
 }
 
 func reportTokens(b *testing.B, tokens int) {
+	end := time.Now()
 	b.ReportMetric(float64(tokens)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+	benchTimeLog(b, end.Add(-b.Elapsed()), end)
+}
+
+var benchTimeLogMu sync.Mutex
+
+// benchTimeLog appends "name b.N start_unix_ns end_unix_ns" for the timed
+// loop to the file $UNITOK_BENCH_TIMELOG (when set), so that
+// bench/device_check.sh can match its clock and throttle samples to each
+// figure. The last line of a name is the run that was reported.
+func benchTimeLog(b *testing.B, start, end time.Time) {
+	path := os.Getenv("UNITOK_BENCH_TIMELOG")
+	if path == "" {
+		return
+	}
+	benchTimeLogMu.Lock()
+	defer benchTimeLogMu.Unlock()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		b.Logf("bench time log: %v", err)
+		return
+	}
+	fmt.Fprintf(f, "%s %d %d %d\n", b.Name(), b.N, start.UnixNano(), end.UnixNano())
+	if err := f.Close(); err != nil {
+		b.Logf("bench time log: %v", err)
+	}
+}
+
+var (
+	benchInputsMu sync.Mutex
+	benchInputs   = map[string][]float32{}
+)
+
+// benchNormal is randNormal(seed, n), made once per (seed, n): the large
+// inputs take longer to draw than to process.
+func benchNormal(seed uint64, n int) []float32 {
+	benchInputsMu.Lock()
+	defer benchInputsMu.Unlock()
+	key := fmt.Sprint(seed, "/", n)
+	if v, ok := benchInputs[key]; ok {
+		return v
+	}
+	v := randNormal(rand.New(rand.NewPCG(seed, seed)), n)
+	benchInputs[key] = v
+	return v
 }
 
 // benchQuantize, benchEncode and benchDecode are shared with the CUDA
 // benchmarks: same shapes, same inputs, different device.
 func benchQuantize(b *testing.B, device string, M int) {
 	tok := benchTokenizer(b, device)
-	z := randNormal(rand.New(rand.NewPCG(1, 1)), M*realConfig.LatentDim)
+	z := benchNormal(1, M*realConfig.LatentDim)
 	dst := make([]int32, M*realConfig.NumCodebooks)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -46,7 +97,7 @@ func benchQuantize(b *testing.B, device string, M int) {
 
 func benchEncode(b *testing.B, device string, B, N int, causal bool) {
 	tok := benchTokenizer(b, device, WithCausal(causal))
-	x := randNormal(rand.New(rand.NewPCG(2, 2)), B*N*realConfig.InDim)
+	x := benchNormal(2, B*N*realConfig.InDim)
 	dst := make([]int32, B*N*realConfig.NumCodebooks)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -57,6 +57,10 @@ package unitok
 #cgo nocallback unitok_attn_proj_workspace_size
 #cgo noescape unitok_attn_proj_forward
 #cgo nocallback unitok_attn_proj_forward
+#cgo noescape unitok_quantize_variant
+#cgo nocallback unitok_quantize_variant
+#cgo noescape unitok_attn_proj_gemm_tiles
+#cgo nocallback unitok_attn_proj_gemm_tiles
 #include "unitok_cuda.h"
 */
 import "C"
@@ -94,7 +98,7 @@ func cudaError(op string, status, code int) error {
 		e.Kind = ErrOutOfMemory
 	case C.UNITOK_ERR_NO_DEVICE:
 		e.Kind = ErrNoDevice
-	case C.UNITOK_ERR_INVALID_ARG, C.UNITOK_ERR_UNSUPPORTED:
+	case C.UNITOK_ERR_INVALID_ARG, C.UNITOK_ERR_UNSUPPORTED, C.UNITOK_ERR_MISALIGNED:
 		e.Kind = ErrBadInput
 	}
 	e.Msg = C.GoString(C.unitok_status_string(C.unitok_status(status)))
@@ -109,7 +113,64 @@ const (
 	statusCUDA        = int(C.UNITOK_ERR_CUDA)
 	statusOutOfMemory = int(C.UNITOK_ERR_OUT_OF_MEMORY)
 	statusNoDevice    = int(C.UNITOK_ERR_NO_DEVICE)
+	statusMisaligned  = int(C.UNITOK_ERR_MISALIGNED)
 )
+
+// Quantizer kernel instances (unitok_quant_variant): 0 lets the library
+// choose by size; tests force the others.
+const (
+	quantAuto    = int(C.UNITOK_QUANT_AUTO)
+	quantGeneral = int(C.UNITOK_QUANT_GENERAL)
+	quantD8Tok2  = int(C.UNITOK_QUANT_D8_TOK2)
+	quantD8Tok4  = int(C.UNITOK_QUANT_D8_TOK4)
+)
+
+// quantLaunch is one quantizer launch over device pointers.
+type quantLaunch struct {
+	dev, M, K, V, d int
+	z, words, bias  unsafe.Pointer // bias nil for cosine
+	codes, hist     unsafe.Pointer // hist nil: no usage counts
+	variant         int            // quantAuto outside tests
+}
+
+func (q *quantLaunch) args() C.unitok_quant_args {
+	return C.unitok_quant_args{
+		device: C.int(q.dev), M: C.int(q.M), K: C.int(q.K), V: C.int(q.V), d: C.int(q.d),
+		z: (*C.float)(q.z), words: (*C.float)(q.words), bias: (*C.float)(q.bias),
+		codes: (*C.int32_t)(q.codes), histogram: (*C.uint32_t)(q.hist), variant: C.int(q.variant),
+	}
+}
+
+// launchQuantize enqueues q on s (unitok_quantize).
+func launchQuantize(op string, q quantLaunch, s *Stream) error {
+	a := q.args()
+	var code C.int
+	err := cudaCheck(op, C.unitok_quantize(&a, s.handle(), &code), code)
+	runtime.KeepAlive(s)
+	return err
+}
+
+// quantVariant is the kernel instance launchQuantize(q) runs (quantAuto
+// resolved), or 0 for invalid arguments. Launches nothing.
+func quantVariant(q quantLaunch) int {
+	a := q.args()
+	return int(C.unitok_quantize_variant(&a))
+}
+
+// projGemmTiles are the tiles (64 or 128) of the five GEMMs of projection p
+// (qkv, attn_proj, proj, w0/w1, w2) for B images of N tokens, with every
+// tile forced to forced when it is 64 or 128. Launches nothing.
+func projGemmTiles(p *AttnProjection, B, N, forced int) ([5]int, error) {
+	var t [5]C.int
+	var out [5]int
+	if C.unitok_attn_proj_gemm_tiles(C.int(p.In), C.int(p.Out), C.int(p.Heads), C.int(p.HeadDim), C.int(B), C.int(N), C.int(forced), &t[0]) != 5 {
+		return out, badInput("cuda gemm tiles", "invalid sizes or tile %d", forced)
+	}
+	for i, v := range t {
+		out[i] = int(v)
+	}
+	return out, nil
+}
 
 // ---------------------------------------------------------------- devices
 
@@ -376,6 +437,12 @@ type cudaBackend struct {
 	bias    *C.float                   // (K, V) -|e|^2/2 for L2, nil for cosine
 	norm    *C.float                   // normalized codewords (K, V, d), what Lookup returns
 
+	// Test knobs: a forced quantizer instance (quantAuto: by size) and GEMM
+	// tile (0: by size; 64 or 128), so that small inputs reach every kernel
+	// instance the real sizes run (compute-sanitizer, the CPU emulation).
+	quantVariant int
+	gemmTile     int
+
 	slots  chan *cudaSlot
 	all    []*cudaSlot
 	done   chan struct{}
@@ -610,6 +677,7 @@ func (b *cudaBackend) project(op string, s *cudaSlot, w *C.unitok_attn_proj_weig
 	args := C.unitok_attn_proj_args{
 		device: C.int(b.dev.Ordinal), w: *w, batch: C.int(nb), tokens: C.int(N), causal: C.int(causal),
 		x: in.floatsAt(0), y: out.floatsAt(0), workspace: s.ws.Ptr(), workspace_bytes: C.size_t(wsBytes),
+		gemm_tile: C.int(b.gemmTile),
 	}
 	var code C.int
 	err = cudaCheck(op, C.unitok_attn_proj_forward(&args, s.stream.handle(), &code), code)
@@ -622,20 +690,21 @@ func (b *cudaBackend) project(op string, s *cudaSlot, w *C.unitok_attn_proj_weig
 // quantize enqueues the quantizer on s: s.lat (M, D) -> s.codes (M, K),
 // accumulating usage counts into hist when it is not nil.
 func (b *cudaBackend) quantize(op string, s *cudaSlot, M int, hist *DeviceBuffer) error {
-	c := b.m.Config
-	a := C.unitok_quant_args{
-		device: C.int(b.dev.Ordinal), M: C.int(M), K: C.int(c.NumCodebooks), V: C.int(c.CodebookSize), d: C.int(c.ChunkDim()),
-		z: s.lat.floatsAt(0), words: b.words, bias: b.bias, codes: (*C.int32_t)(s.codes.Ptr()),
-	}
-	if hist != nil {
-		a.histogram = (*C.uint32_t)(hist.Ptr())
-	}
-	var code C.int
-	err := cudaCheck(op, C.unitok_quantize(&a, s.stream.handle(), &code), code)
+	err := launchQuantize(op, b.quantLaunch(s, M, hist), s.stream)
 	runtime.KeepAlive(s)
 	runtime.KeepAlive(hist)
 	runtime.KeepAlive(b.weights)
 	return err
+}
+
+// quantLaunch describes the quantizer launch on s.lat's first M rows.
+func (b *cudaBackend) quantLaunch(s *cudaSlot, M int, hist *DeviceBuffer) quantLaunch {
+	c := b.m.Config
+	return quantLaunch{
+		dev: b.dev.Ordinal, M: M, K: c.NumCodebooks, V: c.CodebookSize, d: c.ChunkDim(),
+		z: s.lat.Ptr(), words: unsafe.Pointer(b.words), bias: unsafe.Pointer(b.bias),
+		codes: s.codes.Ptr(), hist: hist.Ptr(), variant: b.quantVariant,
+	}
 }
 
 // lookup enqueues the lookup on s: s.codes (M, K) -> s.lat (M, D).

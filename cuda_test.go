@@ -11,21 +11,33 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-// requireGPU skips the test, saying why, when no CUDA device is usable.
+// requireGPU skips the test, saying why, when no CUDA device is usable; with
+// UNITOK_REQUIRE_GPU=1 (bench/device_check.sh on a GPU machine) that is a
+// failure instead, so a run where the GPU tests did not run cannot pass.
 func requireGPU(t testing.TB) Device {
 	t.Helper()
-	if err := cudaAvailable(0); err != nil {
-		t.Skipf("no usable CUDA GPU: %v", err)
-	}
 	d, err := CUDADevice(0)
 	if err != nil {
-		t.Skipf("no usable CUDA GPU: %v", err)
+		noGPU(t, err)
 	}
 	return d
+}
+
+// gpuRequired reports whether UNITOK_REQUIRE_GPU asks that a missing GPU
+// fail the tests and benchmarks rather than skip them.
+func gpuRequired() bool { return os.Getenv("UNITOK_REQUIRE_GPU") == "1" }
+
+func noGPU(t testing.TB, err error) {
+	t.Helper()
+	if gpuRequired() {
+		t.Fatalf("UNITOK_REQUIRE_GPU=1 but no usable CUDA GPU: %v", err)
+	}
+	t.Skipf("no usable CUDA GPU: %v", err)
 }
 
 // emulated reports whether the library is the CPU emulation of the kernels
@@ -42,6 +54,9 @@ func TestCUDANoDeviceIsClean(t *testing.T) {
 		require.NoError(t, err)
 		t.Logf("%v; %.1f of %.1f GiB free; runtime %d, driver %d", d, float64(free)/(1<<30), float64(total)/(1<<30), d.RuntimeVersion, d.DriverVersion)
 		return
+	}
+	if gpuRequired() {
+		t.Fatalf("UNITOK_REQUIRE_GPU=1 but no usable CUDA GPU: %d device(s), %v", n, err)
 	}
 	require.Error(t, err)
 	require.True(t, errors.Is(err, ErrNoDevice), "want ErrNoDevice, got %v", err)
@@ -182,28 +197,31 @@ func relErrF(got, want []float32) float64 {
 	return num / den
 }
 
-// compareCodes requires got == want wherever the float64 margin of z exceeds
-// tol; it returns (compared, mismatches anywhere).
+// compareCodes requires got == want wherever the float64 top-two margin of
+// z exceeds tol: every code that differs from the CPU engine's must be a
+// near-tie. Margins are computed only where the codes differ, so the check
+// stays cheap at real sizes.
 func compareCodes(t *testing.T, what string, m *Model, metric Metric, z []float32, got, want []int32, M int, tol float64) {
 	t.Helper()
 	K, d := m.NumCodebooks, m.ChunkDim()
-	skipped, diff := 0, 0
+	diff := 0
 	for r := 0; r < M; r++ {
 		for k := 0; k < K; k++ {
 			i := r*K + k
-			require.True(t, got[i] >= 0 && int(got[i]) < m.CodebookSize, "%s: code %d at row %d codebook %d out of range", what, got[i], r, k)
-			if got[i] != want[i] {
-				diff++
+			if got[i] < 0 || int(got[i]) >= m.CodebookSize {
+				t.Fatalf("%s: code %d at row %d codebook %d out of range", what, got[i], r, k)
 			}
-			_, margin := refArgmax(refScores(m, metric, k, z[r*K*d+k*d:r*K*d+(k+1)*d]))
-			if margin <= tol {
-				skipped++
+			if got[i] == want[i] {
 				continue
 			}
-			require.Equal(t, want[i], got[i], "%s: row %d codebook %d (margin %.3g)", what, r, k, margin)
+			diff++
+			_, margin := refArgmax(refScores(m, metric, k, z[r*K*d+k*d:r*K*d+(k+1)*d]))
+			if margin > tol {
+				t.Fatalf("%s: row %d codebook %d: code %d, CPU engine %d, float64 top-two margin %.3g > %g", what, r, k, got[i], want[i], margin, tol)
+			}
 		}
 	}
-	t.Logf("%s: %d codes, %d differ from the CPU engine, %d left out with margin <= %g", what, M*K, diff, skipped, tol)
+	t.Logf("%s: %d codes, %d differ from the CPU engine (each a near-tie, margin <= %g)", what, M*K, diff, tol)
 }
 
 func TestCUDAMatchesCPU(t *testing.T) {
@@ -293,41 +311,6 @@ func TestCUDAMatchesCPU(t *testing.T) {
 	}
 }
 
-// A small case for compute-sanitizer (memcheck, racecheck): every kernel
-// runs once, on odd shapes, both attention modes.
-func TestCUDASmall(t *testing.T) {
-	requireGPU(t)
-	for _, causal := range []bool{false, true} {
-		for _, metric := range []Metric{Cosine, L2} {
-			t.Run(fmt.Sprintf("causal=%v/%v", causal, metric), func(t *testing.T) {
-				c := Config{InDim: 96, LatentDim: 30, NumCodebooks: 3, CodebookSize: 100, NumHeads: 4, Causal: causal}
-				m, err := SynthModel(c, 3)
-				require.NoError(t, err)
-				cpu, err := New(m, WithDevice("cpu"), WithMetric(metric))
-				require.NoError(t, err)
-				defer cpu.Close()
-				gpu, err := New(m, WithDevice("cuda"), WithMetric(metric), WithStreams(1))
-				require.NoError(t, err)
-				defer gpu.Close()
-				B, N := 2, 33
-				x := randNormal(rand.New(rand.NewPCG(5, 5)), B*N*c.InDim)
-				want, err := cpu.Encode(x, B, N)
-				require.NoError(t, err)
-				got, err := gpu.Encode(x, B, N)
-				require.NoError(t, err)
-				zc, err := cpu.QuantProj(x, B, N)
-				require.NoError(t, err)
-				compareCodes(t, "encode", m, metric, zc, got, want, B*N, cudaEncodeMarginTol)
-				yc, err := cpu.Decode(want, B, N)
-				require.NoError(t, err)
-				yg, err := gpu.Decode(want, B, N)
-				require.NoError(t, err)
-				require.Less(t, relErrF(yg, yc), cudaFeatureRelTol, "decode")
-			})
-		}
-	}
-}
-
 func TestCUDAUsageHistogram(t *testing.T) {
 	requireGPU(t)
 	c := Config{InDim: 32, LatentDim: 16, NumCodebooks: 2, CodebookSize: 300, NumHeads: 2}
@@ -398,23 +381,60 @@ func TestCUDAConcurrentCallsAgree(t *testing.T) {
 
 // ------------------------------------------------------------- benchmarks
 
-// End to end through the public API (host copies included), real widths,
-// 64 images of 256 tokens as bench/torch_reference.py --batch 64.
-func BenchmarkCUDAQuantize(b *testing.B) { benchQuantize(b, "cuda", 64*256) }
-func BenchmarkCUDAEncode(b *testing.B)   { benchEncode(b, "cuda", 64, 256, false) }
-func BenchmarkCUDAEncodeCausal(b *testing.B) {
-	benchEncode(b, "cuda", 64, 256, true)
-}
-func BenchmarkCUDADecode(b *testing.B) { benchDecode(b, "cuda", 64, 256) }
+// The sizes bench/device_check.sh measures: quantize M rows of latents,
+// encode and decode B images of 256 tokens, real widths.
+var (
+	benchQuantRows = []int{65536, 262144, 1 << 20}
+	benchImages    = []int{8, 64}
+)
 
-// Device-resident: inputs already on the GPU, as PyTorch's numbers are; the
-// stream is synchronized before the timer stops.
-func BenchmarkCUDAQuantizeResident(b *testing.B) { benchResident(b, "quantize", 64, 256) }
-func BenchmarkCUDAEncodeResident(b *testing.B)   { benchResident(b, "encode", 64, 256) }
-func BenchmarkCUDADecodeResident(b *testing.B)   { benchResident(b, "decode", 64, 256) }
+// End to end through the public API, from and to Go memory (host copies
+// included): what a user sees.
+func BenchmarkCUDAQuantize(b *testing.B) {
+	for _, M := range benchQuantRows {
+		b.Run(fmt.Sprintf("M=%d", M), func(b *testing.B) { benchQuantize(b, "cuda", M) })
+	}
+}
+
+func BenchmarkCUDAEncode(b *testing.B) {
+	for _, B := range benchImages {
+		b.Run(fmt.Sprintf("B=%d", B), func(b *testing.B) { benchEncode(b, "cuda", B, 256, false) })
+	}
+}
+
+func BenchmarkCUDAEncodeCausal(b *testing.B) {
+	b.Run("B=64", func(b *testing.B) { benchEncode(b, "cuda", 64, 256, true) })
+}
+
+func BenchmarkCUDADecode(b *testing.B) {
+	for _, B := range benchImages {
+		b.Run(fmt.Sprintf("B=%d", B), func(b *testing.B) { benchDecode(b, "cuda", B, 256) })
+	}
+}
+
+// Device-resident: inputs already on the GPU, as PyTorch's numbers are,
+// timed with CUDA events around the loop (tokens/s); wall-tokens/s is the
+// host clock over the same loop, synchronized.
+func BenchmarkCUDAQuantizeResident(b *testing.B) {
+	for _, M := range benchQuantRows {
+		b.Run(fmt.Sprintf("M=%d", M), func(b *testing.B) { benchResident(b, "quantize", M, 1) })
+	}
+}
+
+func BenchmarkCUDAEncodeResident(b *testing.B) {
+	for _, B := range benchImages {
+		b.Run(fmt.Sprintf("B=%d", B), func(b *testing.B) { benchResident(b, "encode", B, 256) })
+	}
+}
+
+func BenchmarkCUDADecodeResident(b *testing.B) {
+	for _, B := range benchImages {
+		b.Run(fmt.Sprintf("B=%d", B), func(b *testing.B) { benchResident(b, "decode", B, 256) })
+	}
+}
 
 func benchResident(b *testing.B, op string, B, N int) {
-	tok := benchTokenizer(b, "cuda")
+	tok := benchTokenizer(b, "cuda", WithStreams(1))
 	be := tok.be.(*cudaBackend)
 	c := be.m.Config
 	M := B * N
@@ -430,20 +450,24 @@ func benchResident(b *testing.B, op string, B, N int) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
-	x := randNormal(rng, M*c.InDim)
-	z := randNormal(rng, M*c.LatentDim)
+	z := benchNormal(1, M*c.LatentDim)
 	codes := make([]int32, M*c.NumCodebooks)
 	for i := range codes {
 		codes[i] = int32(rng.IntN(c.CodebookSize))
 	}
 	// stageIn reuses one pinned buffer: wait after each upload.
-	must(be.stageIn(s, &s.in, f32ptr(x, 0), len(x)*4))
-	must(s.stream.Synchronize())
+	if op == "encode" {
+		x := benchNormal(2, M*c.InDim)
+		must(be.stageIn(s, &s.in, f32ptr(x, 0), len(x)*4))
+		must(s.stream.Synchronize())
+	}
 	must(be.stageIn(s, &s.lat, f32ptr(z, 0), len(z)*4))
 	must(s.stream.Synchronize())
 	must(be.stageIn(s, &s.codes, i32ptr(codes, 0), len(codes)*4))
 	must(s.stream.Synchronize())
-	must(growDevice(&s.out, dev, M*c.InDim*4))
+	if op == "decode" {
+		must(growDevice(&s.out, dev, M*c.InDim*4))
+	}
 	step := func() error {
 		switch op {
 		case "quantize":
@@ -462,13 +486,34 @@ func benchResident(b *testing.B, op string, B, N int) {
 	}
 	must(step()) // warm up (sizes the workspace)
 	must(s.stream.Synchronize())
+	ev0, err := NewEvent(dev)
+	must(err)
+	defer ev0.Close()
+	ev1, err := NewEvent(dev)
+	must(err)
+	defer ev1.Close()
 	b.ResetTimer()
+	start := time.Now()
+	must(ev0.Record(s.stream))
 	for i := 0; i < b.N; i++ {
 		must(step())
 	}
+	must(ev1.Record(s.stream))
 	must(s.stream.Synchronize())
+	end := time.Now()
 	b.StopTimer()
-	reportTokens(b, M)
+	gpu, err := ev1.Since(ev0)
+	must(err)
+	if gpu <= 0 && !emulated(be.dev) {
+		b.Fatalf("CUDA events measured %v", gpu)
+	}
+	tokens := float64(M) * float64(b.N)
+	if gpu > 0 {
+		b.ReportMetric(tokens/gpu.Seconds(), "tokens/s")
+		b.ReportMetric(gpu.Seconds()*1e3/float64(b.N), "gpu-ms/op")
+	}
+	b.ReportMetric(tokens/end.Sub(start).Seconds(), "wall-tokens/s")
+	benchTimeLog(b, start, end)
 }
 
 // Many rows and codebooks select the four-tokens-per-thread instance of the

@@ -186,12 +186,19 @@ __global__ void lookup_kernel(const int32_t *__restrict__ codes, const float *__
 
 } // namespace
 
+int quant_variant(const unitok_quant_args &a) {
+	if (a.variant != UNITOK_QUANT_AUTO) return a.variant;
+	if (a.d != 8) return UNITOK_QUANT_GENERAL;
+	// Four tokens per thread when that still leaves about eight blocks per
+	// SM of an H200; two otherwise, for more blocks on small batches.
+	return (long long)ceil_div(a.M, kQuantThreads * 4) * a.K >= 1024 ? UNITOK_QUANT_D8_TOK4 : UNITOK_QUANT_D8_TOK2;
+}
+
 cudaError_t launch_quantize(const unitok_quant_args &a, cudaStream_t s) {
 	const bool bias = a.bias != nullptr;
-	if (a.d == 8) {
-		// Four tokens per thread when that still leaves about eight blocks
-		// per SM of an H200; two otherwise, for more blocks on small batches.
-		const bool four = (long long)ceil_div(a.M, kQuantThreads * 4) * a.K >= 1024;
+	const int variant = quant_variant(a);
+	if (variant == UNITOK_QUANT_D8_TOK4 || variant == UNITOK_QUANT_D8_TOK2) {
+		const bool four = variant == UNITOK_QUANT_D8_TOK4;
 		const int tok = four ? 4 : 2;
 		dim3 grid(ceil_div(a.M, kQuantThreads * tok), a.K);
 		if (four) {

@@ -1,162 +1,417 @@
 #!/usr/bin/env bash
-# device_check.sh: the one prepared script for a GPU machine (DESIGN.md
-# section 4). It compiles nothing: it needs the build/ directory made here by
-# `make cuda-test-bin` (build/unitok_cuda.test, static cudart, driver loaded
-# at run time) and the repository's testdata/ and bench/torch_reference.py.
+# device_check.sh: the one prepared script for a GPU machine. It compiles
+# nothing: it needs what `make cuda-test-bin` made on the build machine
+# (build/unitok_cuda.test, build/prep_cuda.test, build/unitok-cuda and
+# build/sysroot, the loader and shared libraries they were linked against)
+# plus the repository's testdata/ and bench/torch_reference.py.
 #
-#   bash bench/device_check.sh            # from the repository root
+#   bash bench/device_check.sh            # from anywhere; OUT=dir BUDGET_S=420
 #
-# Steps, each under its own timeout, all within a 470 s budget (later steps
-# get what is left, optional ones are skipped when too little is):
-#   1. the binary runs and sees the GPU
-#   2. the CUDA tests: conformance against the PyTorch fixtures and against
-#      the CPU engine (real widths, odd shapes, causal/full, cosine/L2)
-#   3. compute-sanitizer memcheck and racecheck on a small case
-#   4. the Go benchmarks (end to end and device-resident), and the data-prep
-#      pipeline's end-to-end vs kernel-only throughput
-#   5. bench/torch_reference.py bench (eager and torch.compile)
-#   6. (if time is left) ncu SpeedOfLight of one encode's kernels
-#   7. a table: op, unitok tokens/s, torch eager tokens/s, ratio,
-#      torch.compile tokens/s, fraction of the FP32 FFMA ceiling
-# Everything is logged under $OUT (default build/device_out); the table also
-# goes to $OUT/table.md. Exit status: nonzero if the tests or a sanitizer
-# failed.
+# It fails closed: no GPU, binaries that cannot start, a skipped GPU test,
+# a kernel error under compute-sanitizer, or a step that did not finish are
+# never reported as a pass. Exit status and last line (VERDICT):
+#   0 PASS        every test family passed, both sanitizers clean, figures taken
+#   1 FAIL        a test, a benchmark or a sanitizer found an error
+#   3 NO GPU      preflight: no NVIDIA GPU visible, or the binaries cannot start
+#                 or cannot see it (one line says which)
+#   4 INCOMPLETE  nothing failed, but something required did not run or finish
+#                 (a sanitizer that could not start, a timeout); the table says what
+#
+# Binaries start through the carried loader (build/sysroot/ld-linux-x86-64.so.2
+# --library-path build/sysroot:<driver dirs>), so the machine's own glibc
+# does not matter; the NVIDIA driver's libcuda.so.1 is still found in the
+# driver dirs or the machine's ld.so.cache. If the carried loader cannot start
+# them and the machine's own can, the machine's is used (and said so).
+#
+# Steps, each under its own limit (the limits add up to less than BUDGET_S;
+# a step that overruns takes time only from the optional steps at the end):
+#   0. preflight: GPU visible (nvidia-smi, /dev/nvidiaN); binaries start
+#      (-test.list dry run); the binary sees the GPU (UNITOK_REQUIRE_GPU=1)
+#   1. CUDA tests, one process per family (a sticky CUDA error stays in its
+#      family), UNITOK_REQUIRE_GPU=1 so a skipped GPU test fails
+#   2. Go benchmarks: resident (CUDA events) and through the Go API, with
+#      GPU telemetry (`unitok-cuda devices --json` every 2 s, nvidia-smi every
+#      0.5 s) matched to each figure's time window
+#   3. PyTorch eager (JSON written before any torch.compile starts)
+#   4. compute-sanitizer memcheck and racecheck on TestCUDAVariants (a small
+#      instance of every kernel variant); only exit 99 is a kernel error
+#   5. optional, if time is left: ncu (quantize kernel, --clock-control none),
+#      the data-prep pipeline benchmark
+# Logs go to files first; $OUT gets table.md and logs.tar.gz (and nothing
+# else), rewritten after every step and from the EXIT trap, so a run cut
+# short still brings back what was done.
 set -u
-cd "$(dirname "$0")/.."
-OUT=${OUT:-build/device_out}
+cd "$(dirname "$0")/.." || exit 3
+ROOT=$PWD
+OUT=${OUT:-$ROOT/build/device_out}
 mkdir -p "$OUT"
-BIN=build/unitok_cuda.test
-STATUS=0
+OUT=$(cd "$OUT" && pwd)
+BUDGET_S=${BUDGET_S:-420}
+LOGS=$(mktemp -d "${TMPDIR:-/tmp}/unitok_device_check.XXXXXX")
 T0=$(date +%s)
+DEADLINE=$((T0 + BUDGET_S))
+BIN=build/unitok_cuda.test
+SYSROOT=build/sysroot
+STEPS=$LOGS/steps.tsv # step, result (PASS/FAIL/INCOMPLETE/SKIPPED/INFO), seconds, note
+: >"$STEPS"
+VERDICT=""
+SAMPLERS=()
+TELEMETRY="not started"
 
-DEADLINE=$((T0 + ${BUDGET_S:-470}))
-
-step() { echo; echo "=== $* ($(( $(date +%s) - T0 ))s)"; }
-# limit WANT: the smaller of WANT and the seconds left in the budget.
+log() { echo "[device_check $(($(date +%s) - T0))s] $*" | tee -a "$LOGS/console.log"; }
+left() { echo $((DEADLINE - $(date +%s))); }
+# limit WANT: the smaller of WANT and the seconds left (at least 1).
 limit() {
-	local left=$((DEADLINE - $(date +%s)))
-	[ "$left" -lt 1 ] && left=1 # timeout 0 would mean no limit
-	[ "$left" -lt "$1" ] && echo "$left" || echo "$1"
+	local l
+	l=$(left)
+	[ "$l" -lt 1 ] && l=1
+	[ "$l" -lt "$1" ] && echo "$l" || echo "$1"
+}
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$STEPS"; log "$1: $2 ($3 s) $4"; }
+
+stop_samplers() {
+	local p
+	for p in "${SAMPLERS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${SAMPLERS[@]}"; do wait "$p" 2>/dev/null; done
+	SAMPLERS=()
 }
 
-if [ ! -x "$BIN" ]; then
-	echo "device_check: $BIN missing; run 'make cuda-test-bin' on the build machine and carry build/" >&2
-	exit 2
+# snapshot: the table and the archive of the logs so far, into $OUT.
+snapshot() {
+	python3 bench/device_table.py "$LOGS" "${VERDICT:-RUNNING}" >"$LOGS/table.md" 2>"$LOGS/table.err" ||
+		{ echo "table failed: $(tail -n 1 "$LOGS/table.err")" >"$LOGS/table.md"; cat "$LOGS/steps.tsv" >>"$LOGS/table.md"; }
+	cp "$LOGS/table.md" "$OUT/table.md.tmp" && mv "$OUT/table.md.tmp" "$OUT/table.md"
+	tar czf "$OUT/logs.tar.gz.tmp" -C "$LOGS" . 2>/dev/null && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz"
+}
+
+finish() {
+	local rc=$?
+	trap - EXIT INT TERM
+	stop_samplers
+	if [ -z "$VERDICT" ]; then
+		VERDICT="INCOMPLETE (stopped early, exit $rc)"
+		rc=4
+	fi
+	log "VERDICT: $VERDICT"
+	snapshot
+	cat "$LOGS/table.md"
+	echo "device_check: logs in $OUT/logs.tar.gz, table in $OUT/table.md"
+	echo "VERDICT: $VERDICT"
+	exit "$rc"
+}
+trap finish EXIT
+trap 'log "interrupted"; exit 4' INT TERM
+
+nogpu() { # one clear line, exit 3
+	VERDICT="NO GPU: $*"
+	echo "device_check: FAIL: no GPU: $*" >&2
+	record preflight FAIL "$(($(date +%s) - T0))" "no GPU: $*"
+	exit 3
+}
+
+# ------------------------------------------------------------ 0. preflight
+log "repository $ROOT, budget ${BUDGET_S}s, logs $LOGS"
+{
+	echo "date: $(date -u +%FT%TZ)"
+	echo "host: $(uname -a)"
+	echo "glibc: $(ldd --version 2>&1 | head -n 1)"
+	[ -f "$SYSROOT/BUILD_INFO" ] && sed 's/^/build: /' "$SYSROOT/BUILD_INFO"
+} >"$LOGS/host.txt"
+gpus=""
+if command -v nvidia-smi >/dev/null 2>&1; then
+	nvidia-smi -L >"$LOGS/nvidia-smi-L.txt" 2>&1
+	gpus=$(grep -c '^GPU [0-9]' "$LOGS/nvidia-smi-L.txt")
+	nvidia-smi >"$LOGS/nvidia-smi.txt" 2>&1
+	timeout 20 nvidia-smi -q -d CLOCK,PERFORMANCE,POWER,TEMPERATURE >"$LOGS/nvidia-smi-q.txt" 2>&1
+	nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit,temperature.gpu \
+		--format=csv >"$LOGS/nvidia-smi-query.csv" 2>&1
+fi
+devnodes=$(ls /dev 2>/dev/null | grep -cE '^nvidia[0-9]+$')
+if [ "${gpus:-0}" -eq 0 ] && [ "$devnodes" -eq 0 ]; then
+	if command -v nvidia-smi >/dev/null 2>&1; then
+		nogpu "nvidia-smi lists no GPU ($(head -n 1 "$LOGS/nvidia-smi-L.txt")) and there is no /dev/nvidiaN"
+	fi
+	nogpu "no nvidia-smi and no /dev/nvidiaN device node"
+fi
+[ -x "$BIN" ] || nogpu "$BIN missing: run 'make cuda-test-bin' on the build machine and carry build/unitok_cuda.test build/prep_cuda.test build/unitok-cuda build/sysroot"
+
+# The driver's library dirs: where ld.so.cache puts libcuda.so.1, then the
+# usual places (never the toolkit's stubs or compat dirs).
+drv=""
+for d in $(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF}' | xargs -r -n1 dirname) \
+	/usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib64 /lib64; do
+	[ -d "$d" ] && case ":$drv:" in *":$d:"*) ;; *) drv=${drv:+$drv:}$d ;; esac
+done
+echo "driver dirs: $drv" >>"$LOGS/host.txt"
+for d in $(echo "$drv" | tr ':' ' '); do ls -l "$d"/libcuda.so* "$d"/libnvidia-ml.so* 2>/dev/null; done >>"$LOGS/host.txt"
+
+# LAUNCH prefixes every binary; TOOL_LAUNCH is the same for programs that
+# compute-sanitizer and ncu start (empty when the machine's loader is used).
+NATIVE=(env)
+CARRIED=("$SYSROOT/ld-linux-x86-64.so.2" --library-path "$SYSROOT:$drv")
+LAUNCH=()
+how=""
+if [ -x "$SYSROOT/ld-linux-x86-64.so.2" ] &&
+	timeout 20 "${CARRIED[@]}" "$BIN" -test.list '.' >"$LOGS/list_carried.txt" 2>&1 && grep -q '^TestCUDAVariants$' "$LOGS/list_carried.txt"; then
+	LAUNCH=("${CARRIED[@]}")
+	how="carried loader ($SYSROOT, $(sed -n 2p "$SYSROOT/MANIFEST" | sed 's/^# //'))"
+fi
+ldd "$BIN" >"$LOGS/ldd_native.txt" 2>&1
+if timeout 20 "$BIN" -test.list '.' >"$LOGS/list_native.txt" 2>&1 && grep -q '^TestCUDAVariants$' "$LOGS/list_native.txt"; then
+	native_ok=1
+else
+	native_ok=0
+fi
+if [ ${#LAUNCH[@]} -eq 0 ]; then
+	[ "$native_ok" -eq 1 ] || nogpu "the binaries cannot start: carried loader: $(tail -n 1 "$LOGS/list_carried.txt" 2>/dev/null || echo "no $SYSROOT"); this machine's loader: $(tail -n 1 "$LOGS/list_native.txt")"
+	LAUNCH=("${NATIVE[@]}")
+	how="this machine's loader (the carried one failed: $(tail -n 1 "$LOGS/list_carried.txt" 2>/dev/null))"
 fi
 
-step "1. device"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
-timeout "$(limit 30)" "$BIN" -test.run 'TestCUDANoDeviceIsClean$' -test.v 2>&1 | tee "$OUT/device.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || STATUS=1
-if [ -x build/unitok-cuda ]; then
-	timeout 30 build/unitok-cuda --help >"$OUT/cli_help.txt" 2>&1
-	echo "CLI build/unitok-cuda --help exit status $?"
+# The binary must see the GPU: with UNITOK_REQUIRE_GPU=1 this test fails
+# when the CUDA runtime finds no device (no libcuda.so.1, driver too old).
+see() { UNITOK_REQUIRE_GPU=1 timeout 30 "$@" "$BIN" -test.run '^TestCUDANoDeviceIsClean$' -test.v >"$LOGS/device.log" 2>&1; }
+if ! see "${LAUNCH[@]}"; then
+	if [ "${LAUNCH[0]}" != env ] && [ "$native_ok" -eq 1 ] && see "${NATIVE[@]}"; then
+		LAUNCH=("${NATIVE[@]}")
+		how="this machine's loader (the carried one started the binary but it saw no GPU)"
+	else
+		nogpu "the test binary sees no GPU: $(grep -m1 -E 'no usable CUDA GPU|panic|error' "$LOGS/device.log" | sed 's/^ *//')"
+	fi
 fi
+if [ "${LAUNCH[0]}" = env ]; then TOOL_LAUNCH=(); else TOOL_LAUNCH=("${LAUNCH[@]}"); fi
+DEVICE_LINE=$(grep -m1 -oE 'cuda:0 .*' "$LOGS/device.log")
+echo "launch: $how" >>"$LOGS/host.txt"
+echo "device: $DEVICE_LINE" >>"$LOGS/host.txt"
+record preflight PASS "$(($(date +%s) - T0))" "$DEVICE_LINE; binaries started through the $how"
+snapshot
 
-step "2. CUDA tests"
-timeout "$(limit 120)" "$BIN" -test.run 'TestCUDA' -test.v -test.timeout 115s 2>&1 | tee "$OUT/tests.log" |
-	grep -E '^(=== RUN|--- |\s+cuda_test|\s+conformance_test|PASS|FAIL|ok|panic)' | grep -v '=== RUN' | head -200
-TEST_RC=${PIPESTATUS[0]}
-echo "tests exit status $TEST_RC"
-[ "$TEST_RC" -eq 0 ] || STATUS=1
+# ------------------------------------------------------------ 1. CUDA tests
+FAILED=0
+INCOMPLETE=0
+# family NAME LIMIT REGEXP: one test process, under UNITOK_REQUIRE_GPU=1.
+family() {
+	local name=$1 want=$2 re=$3 t lim rc f=$LOGS/test_$1.log
+	t=$(date +%s)
+	lim=$(limit "$want")
+	if [ "$lim" -lt 5 ]; then
+		record "test $name" INCOMPLETE 0 "not run: budget spent"
+		INCOMPLETE=1
+		return
+	fi
+	UNITOK_REQUIRE_GPU=1 timeout -k 5 "$lim" "${LAUNCH[@]}" "$BIN" -test.run "$re" -test.v -test.count 1 \
+		-test.timeout "$((lim - 2))s" >"$f" 2>&1
+	rc=$?
+	local pass skip fail
+	pass=$(grep -c -- '--- PASS' "$f")
+	skip=$(grep -c -- '--- SKIP' "$f")
+	fail=$(grep -c -- '--- FAIL' "$f")
+	local note="$pass passed, $fail failed, $skip skipped"
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		record "test $name" FAIL "$(($(date +%s) - t))" "timed out after ${lim}s ($note)"
+		FAILED=1
+	elif [ "$rc" -ne 0 ] || [ "$fail" -gt 0 ] || [ "$skip" -gt 0 ] || [ "$pass" -eq 0 ]; then
+		record "test $name" FAIL "$(($(date +%s) - t))" "exit $rc, $note; $(grep -m1 -E -- '--- FAIL|--- SKIP|panic:|Error:' "$f" | sed 's/^ *//' | cut -c1-200)"
+		FAILED=1
+	else
+		record "test $name" PASS "$(($(date +%s) - t))" "$note"
+	fi
+	snapshot
+}
+family basics 15 '^TestCUDA(NoDeviceIsClean|ErrorMapping|ResourcesNilSafe|ResourcesCloseTwice|VariantChoice|MisalignedWords)$'
+family conformance 25 '^TestCUDAConformance$'
+family variants 20 '^TestCUDAVariants$'
+family real_quantize 30 '^TestCUDARealQuantize$'
+family real_encode_decode 35 '^TestCUDARealEncodeDecode$'
+family matches_cpu 35 '^TestCUDAMatchesCPU$'
+family others 20 '^TestCUDA(UsageHistogram|ConcurrentCallsAgree|QuantizeManyRows|SteadyStateAllocs)$'
+# Any CUDA test the families above do not name still runs.
+cat "$LOGS/list_carried.txt" "$LOGS/list_native.txt" 2>/dev/null | grep '^TestCUDA' | sort -u >"$LOGS/all_tests.txt"
+rest=$(grep -vxE 'TestCUDA(NoDeviceIsClean|ErrorMapping|ResourcesNilSafe|ResourcesCloseTwice|VariantChoice|MisalignedWords|Conformance|Variants|RealQuantize|RealEncodeDecode|MatchesCPU|UsageHistogram|ConcurrentCallsAgree|QuantizeManyRows|SteadyStateAllocs)' "$LOGS/all_tests.txt" | paste -sd'|')
+[ -n "$rest" ] && family rest 20 "^($rest)\$"
 
-step "3. compute-sanitizer"
-if command -v compute-sanitizer >/dev/null 2>&1; then
-	for tool in memcheck racecheck; do
-		timeout "$(limit 60)" compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
-			"$BIN" -test.run 'TestCUDASmall$' -test.timeout 58s >"$OUT/sanitizer_$tool.log" 2>&1
-		rc=$?
-		echo "compute-sanitizer $tool: exit status $rc"
-		tail -n 4 "$OUT/sanitizer_$tool.log"
-		[ "$rc" -eq 0 ] || STATUS=1
+# ------------------------------------------------------------ 2. benchmarks
+# Telemetry during the benchmarks and PyTorch: clocks and throttling for
+# each figure.
+t=$(date +%s)
+if command -v nvidia-smi >/dev/null 2>&1; then
+	q=timestamp,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu
+	for r in clocks_event_reasons.active clocks_throttle_reasons.active; do
+		if nvidia-smi --query-gpu=$q,$r --format=csv,noheader,nounits >/dev/null 2>&1; then
+			echo "# $q,$r" >"$LOGS/nvsmi.csv"
+			nvidia-smi --query-gpu=$q,$r --format=csv,noheader,nounits -lms 500 >>"$LOGS/nvsmi.csv" 2>&1 &
+			SAMPLERS+=($!)
+			break
+		fi
 	done
-else
-	echo "compute-sanitizer not found: skipped"
 fi
+if [ -x build/unitok-cuda ] && timeout 10 "${LAUNCH[@]}" build/unitok-cuda devices --json >"$LOGS/devices.json" 2>"$LOGS/devices.err" &&
+	python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$LOGS/devices.json" 2>>"$LOGS/devices.err"; then
+	(
+		while :; do
+			ts=$(date +%s.%N)
+			j=$(timeout 5 "${LAUNCH[@]}" build/unitok-cuda devices --json 2>/dev/null | tr -d '\n')
+			[ -n "$j" ] && printf '{"t":%s,"devices":%s}\n' "$ts" "$j" >>"$LOGS/telemetry.jsonl"
+			sleep 2
+		done
+	) &
+	SAMPLERS+=($!)
+	TELEMETRY="unitok-cuda devices --json every 2 s"
+else
+	TELEMETRY="not available: $( [ -x build/unitok-cuda ] && (head -c 300 "$LOGS/devices.err" | tr '\n' ' ') || echo 'no build/unitok-cuda')"
+fi
+echo "$TELEMETRY" >"$LOGS/telemetry_status.txt"
+record telemetry INFO "$(($(date +%s) - t))" "telemetry: $TELEMETRY; nvidia-smi sampler: $([ -s "$LOGS/nvsmi.csv" ] && echo on || echo off)"
 
-step "4. Go benchmarks"
-timeout "$(limit 75)" "$BIN" -test.run '^$' -test.bench 'CUDA' -test.benchtime 20x -test.timeout 70s 2>&1 | tee "$OUT/go_bench.txt"
+# bench NAME LIMIT REGEXP BENCHTIME
+bench() {
+	local name=$1 want=$2 re=$3 n=$4 t lim rc f=$LOGS/bench_$1.txt
+	t=$(date +%s)
+	lim=$(limit "$want")
+	if [ "$lim" -lt 5 ]; then
+		record "bench $name" INCOMPLETE 0 "not run: budget spent"
+		INCOMPLETE=1
+		return
+	fi
+	UNITOK_REQUIRE_GPU=1 UNITOK_BENCH_TIMELOG=$LOGS/bench_times.txt timeout -k 5 "$lim" "${LAUNCH[@]}" "$BIN" \
+		-test.run '^$' -test.bench "$re" -test.benchtime "$n" -test.timeout "$((lim - 2))s" >"$f" 2>&1
+	rc=$?
+	local got
+	got=$(grep -c 'tokens/s' "$f")
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		record "bench $name" INCOMPLETE "$(($(date +%s) - t))" "timed out after ${lim}s with $got figures"
+		INCOMPLETE=1
+	elif [ "$rc" -ne 0 ] || grep -qE -- '--- (FAIL|SKIP)' "$f"; then
+		record "bench $name" FAIL "$(($(date +%s) - t))" "exit $rc: $(grep -m1 -E -- '--- FAIL|--- SKIP|panic:|Error' -A2 "$f" | tr '\n' ' ' | cut -c1-200)"
+		FAILED=1
+	else
+		record "bench $name" PASS "$(($(date +%s) - t))" "$got figures"
+	fi
+	snapshot
+}
+bench resident 30 'CUDA(Quantize|Encode|Decode)Resident$' 20x
+bench goapi 40 'CUDA(Quantize|Encode|Decode|EncodeCausal)$' 8x
 
-step "4b. data-prep pipeline on the GPU (end to end vs kernel only)"
-if [ -x build/prep_cuda.test ]; then
-	# Real widths, 512 MiB of synthetic feature shards; e2e/kernel >= 0.8 means
-	# reading, copies and compute overlap.
+# ------------------------------------------------------------ 3. PyTorch
+t=$(date +%s)
+lim=$(limit 45)
+if ! timeout 30 python3 -c 'import torch; assert torch.cuda.is_available()' >"$LOGS/torch_probe.txt" 2>&1; then
+	record torch INCOMPLETE "$(($(date +%s) - t))" "not run: $(tail -n 1 "$LOGS/torch_probe.txt")"
+	INCOMPLETE=1
+elif [ "$lim" -lt 15 ]; then
+	record torch INCOMPLETE 0 "not run: budget spent"
+	INCOMPLETE=1
+else
+	# Eager numbers land in torch.json before torch.compile starts; compile
+	# only while the first 25 s are not spent.
+	PYTHONUNBUFFERED=1 timeout -k 5 "$lim" python3 bench/torch_reference.py bench --device cuda --config real \
+		--batches 8,64 --quant-rows 65536,262144,1048576 --compile-at quantize:65536,encode:64,decode:64 \
+		--deadline-s 25 --json "$LOGS/torch.json" >"$LOGS/torch.log" 2>&1
+	rc=$?
+	phase=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["_meta"]["phase"])' "$LOGS/torch.json" 2>/dev/null)
+	case "$phase" in
+	done) record torch PASS "$(($(date +%s) - t))" "eager and torch.compile (as time allowed)" ;;
+	eager | compile) record torch PASS "$(($(date +%s) - t))" "eager complete; stopped during torch.compile (exit $rc)" ;;
+	*)
+		record torch INCOMPLETE "$(($(date +%s) - t))" "no eager figures (exit $rc): $(tail -n 1 "$LOGS/torch.log" | cut -c1-200)"
+		INCOMPLETE=1
+		;;
+	esac
+fi
+stop_samplers
+snapshot
+
+# ------------------------------------------------------------ 4. compute-sanitizer
+sanitize() {
+	local tool=$1 want=$2 t lim rc f=$LOGS/sanitizer_$1.log
+	t=$(date +%s)
+	lim=$(limit "$want")
+	if ! command -v compute-sanitizer >/dev/null 2>&1; then
+		record "sanitizer $tool" INCOMPLETE 0 "not run: compute-sanitizer not found"
+		INCOMPLETE=1
+		return
+	fi
+	if [ "$lim" -lt 10 ]; then
+		record "sanitizer $tool" INCOMPLETE 0 "not run: budget spent"
+		INCOMPLETE=1
+		return
+	fi
+	run_tool() {
+		UNITOK_REQUIRE_GPU=1 timeout -k 5 "$lim" compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 \
+			"$@" "$BIN" -test.run '^TestCUDAVariants$' -test.v -test.count 1 -test.timeout "$((lim - 3))s" >"$f" 2>&1
+	}
+	run_tool ${TOOL_LAUNCH[@]+"${TOOL_LAUNCH[@]}"}
+	rc=$?
+	if [ "$rc" -ne 0 ] && [ "$rc" -ne 99 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] && ! grep -q 'ERROR SUMMARY' "$f" &&
+		[ ${#TOOL_LAUNCH[@]} -gt 0 ] && [ "$native_ok" -eq 1 ]; then
+		# The tool did not start the program through the carried loader: try
+		# this machine's loader before calling it "not run".
+		mv "$f" "$f.carried"
+		lim=$(limit "$want")
+		run_tool
+		rc=$?
+	fi
+	local summary
+	summary=$(grep -m1 -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$f" | sed 's/^=* *//')
+	if [ "$rc" -eq 99 ]; then
+		record "sanitizer $tool" FAIL "$(($(date +%s) - t))" "kernel errors: $summary; $(grep -m1 -E '^========= (Invalid|Error|Race|.*hazard)' "$f" | cut -c1-160)"
+		FAILED=1
+	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] || grep -q 'panic: test timed out' "$f"; then
+		record "sanitizer $tool" INCOMPLETE "$(($(date +%s) - t))" "not finished: timed out after ${lim}s (the tool slows the kernels)"
+		INCOMPLETE=1
+	elif grep -q 'ERROR SUMMARY' "$f"; then
+		if [ "$rc" -eq 0 ] && grep -q -- '--- PASS: TestCUDAVariants' "$f"; then
+			record "sanitizer $tool" PASS "$(($(date +%s) - t))" "$summary"
+		else
+			record "sanitizer $tool" FAIL "$(($(date +%s) - t))" "the test failed under the tool (exit $rc): $(grep -m1 -E -- '--- FAIL|panic:|Error:' "$f" | sed 's/^ *//' | cut -c1-160)"
+			FAILED=1
+		fi
+	else
+		record "sanitizer $tool" INCOMPLETE "$(($(date +%s) - t))" "not run: $(grep -m1 -E '^=+ (Error|ERROR)|error' "$f" | cut -c1-200 || tail -n 1 "$f")"
+		INCOMPLETE=1
+	fi
+	snapshot
+}
+sanitize memcheck 35
+sanitize racecheck 35
+
+# ------------------------------------------------------------ 5. optional
+t=$(date +%s)
+lim=$(left)
+if ! command -v ncu >/dev/null 2>&1; then
+	record ncu SKIPPED 0 "ncu not found"
+elif [ "$lim" -lt 25 ]; then
+	record ncu SKIPPED 0 "only ${lim}s left"
+else
+	timeout -k 5 "$((lim - 5))" ncu --clock-control none --kernel-name regex:quantize_d8 --launch-skip 1 --launch-count 1 \
+		--section SpeedOfLight --section LaunchStats --section Occupancy \
+		${TOOL_LAUNCH[@]+"${TOOL_LAUNCH[@]}"} "$BIN" -test.run '^$' -test.bench 'CUDAQuantizeResident/M=262144$' -test.benchtime 2x >"$LOGS/ncu_quantize.txt" 2>&1
+	rc=$?
+	if [ "$rc" -eq 0 ] && grep -q 'quantize_d8' "$LOGS/ncu_quantize.txt"; then
+		record ncu INFO "$(($(date +%s) - t))" "quantize_d8 at M=262144: $(grep -m3 -E 'Compute \(SM\) Throughput|Duration|SM Frequency' "$LOGS/ncu_quantize.txt" | tr -s ' ' | tr '\n' ';')"
+	else
+		record ncu SKIPPED "$(($(date +%s) - t))" "not run (exit $rc): $(grep -m1 -E 'ERR|rror' "$LOGS/ncu_quantize.txt" | cut -c1-160)"
+	fi
+fi
+snapshot
+t=$(date +%s)
+lim=$(left)
+if [ -x build/prep_cuda.test ] && [ "$lim" -ge 25 ]; then
 	UNITOK_PREP_BENCH_DEVICE=cuda UNITOK_PREP_BENCH_CONFIG=1024,64,8,4096,16,256 UNITOK_PREP_BENCH_MB=512 \
-		timeout "$(limit 60)" build/prep_cuda.test -test.run '^$' -test.bench PrepEncode -test.benchtime 1x -test.timeout 58s 2>&1 | tee "$OUT/prep_bench.txt"
+		timeout -k 5 "$((lim - 5))" "${LAUNCH[@]}" build/prep_cuda.test -test.run '^$' -test.bench PrepEncode \
+		-test.benchtime 1x -test.timeout "$((lim - 7))s" >"$LOGS/bench_prep.txt" 2>&1
+	record prep INFO "$(($(date +%s) - t))" "exit $?: $(grep -m1 -E 'Benchmark' "$LOGS/bench_prep.txt" | tr -s ' ' | cut -c1-200)"
 else
-	echo "build/prep_cuda.test missing: skipped"
+	record prep SKIPPED 0 "$([ -x build/prep_cuda.test ] && echo "only ${lim}s left" || echo 'no build/prep_cuda.test')"
 fi
 
-step "5. PyTorch reference"
-if [ -f bench/torch_reference.py ]; then
-	timeout "$(limit 150)" python3 bench/torch_reference.py bench --device cuda --config real --batch 64 --json "$OUT/torch.json" 2>&1 | tail -n 20 | tee "$OUT/torch.log"
-else
-	echo "bench/torch_reference.py not found: skipped"
+# ------------------------------------------------------------ verdict
+if [ "$FAILED" -ne 0 ]; then
+	VERDICT="FAIL"
+	exit 1
+elif [ "$INCOMPLETE" -ne 0 ]; then
+	VERDICT="INCOMPLETE"
+	exit 4
 fi
-
-step "6. ncu"
-if command -v ncu >/dev/null 2>&1 && [ "$(limit 45)" -ge 30 ]; then
-	# One encode of 64 images: LayerNorm, 5 GEMMs, attention, 2 LayerNorms, quantize.
-	timeout "$(limit 45)" ncu --section SpeedOfLight --launch-skip 10 --launch-count 10 \
-		"$BIN" -test.run '^$' -test.bench 'CUDAEncodeResident$' -test.benchtime 1x >"$OUT/ncu_encode.txt" 2>&1
-	echo "ncu exit status $? (report in $OUT/ncu_encode.txt)"
-	grep -E '^\s+[a-z_]+.*\(|SM Throughput|Memory Throughput|Duration' "$OUT/ncu_encode.txt" | head -n 40
-else
-	echo "ncu skipped (not found, or under 30 s of budget left)"
-fi
-
-step "7. table"
-python3 - "$OUT" <<'PY'
-import json, os, re, sys
-out = sys.argv[1]
-# Real config: C=1024, D=64, K=8, V=4096, d=8, H=16, N=256, full attention.
-C, D, K, V, d, N = 1024, 64, 8, 4096, 8, 256
-quant = K * V * d * 2                                     # 524,288 FLOP/token
-def proj(i, o):                                           # GEMMs + attention, per token
-    W = max(i, o)
-    return 2 * (i * 3 * W + o * o + i * o + o * 4 * o + 2 * o * o) + 4 * N * W
-flops = {"quantize": quant, "encode": proj(C, D) + quant, "decode": proj(D, C)}
-CEIL = 67e12                                              # H200 FP32 FFMA, FLOP/s
-go = {}
-try:
-    for line in open(os.path.join(out, "go_bench.txt")):
-        m = re.match(r"BenchmarkCUDA(\w+?)-?\d*\s+\d+\s+.*?([\d.e+]+) tokens/s", line)
-        if m:
-            go[m.group(1)] = float(m.group(2))
-except OSError:
-    pass
-torch = {}
-try:
-    torch = json.load(open(os.path.join(out, "torch.json")))
-except (OSError, ValueError):
-    pass
-def f(v):
-    return "-" if v is None else ("%.3g" % v)
-rows = ["| op | unitok tokens/s (resident) | unitok tokens/s (end to end) | torch eager tokens/s | ratio | torch.compile tokens/s | fraction of FP32 FFMA ceiling |",
-        "|---|---|---|---|---|---|---|"]
-for op in ("quantize", "encode", "decode"):
-    cap = op.capitalize()
-    res, e2e = go.get(cap + "Resident"), go.get(cap)
-    t = torch.get(op, {})
-    eager, comp = t.get("eager_tokens_per_s"), t.get("compile_tokens_per_s")
-    ratio = res / eager if res and eager else None
-    frac = res * flops[op] / CEIL if res else None
-    rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (op, f(res), f(e2e), f(eager), ("%.2fx" % ratio) if ratio else "-", f(comp), ("%.3f" % frac) if frac else "-"))
-meta = torch.get("_meta", {})
-gpu = meta.get("gpu", "")
-try:
-    gpu = gpu or open(os.path.join(out, "nvidia-smi.txt")).read().splitlines()[1].split(",")[0]
-except (OSError, IndexError):
-    pass
-note = ("\nGPU: %s; torch %s; B=64 images x N=256 tokens, real config, full attention, fp32 (TF32 off). "
-        "Resident = inputs already on the GPU (as torch's numbers); end to end = through the Go API with host copies. "
-        "Ceiling: 67 TFLOP/s FP32 FFMA; FLOP/token quantize %d, encode %d, decode %d.\n") % (gpu, meta.get("torch", "?"), flops["quantize"], flops["encode"], flops["decode"])
-if "EncodeCausal" in go:
-    note += "Encode with causal attention, end to end: %.3g tokens/s.\n" % go["EncodeCausal"]
-table = "\n".join(rows) + "\n" + note
-print(table)
-open(os.path.join(out, "table.md"), "w").write(table)
-PY
-
-step "done, status $STATUS"
-exit $STATUS
+VERDICT="PASS"
+exit 0

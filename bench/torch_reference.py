@@ -60,8 +60,14 @@ Modes (run from the repository root):
               python3 bench/torch_reference.py bench --device cuda --config real \\
                   --batch 64 --json OUT.json [--causal]
               python3 bench/torch_reference.py bench --device cpu --config real --batch 1
-            Ops: quantize (f_to_idx on (B*N, D) latents), encode (quant_proj +
+              python3 bench/torch_reference.py bench --device cuda --config real \
+                  --batches 8,64 --quant-rows 65536,262144,1048576 \
+                  --compile-at quantize:65536,encode:64,decode:64 --deadline-s 60 --json OUT.json
+            Ops: quantize (f_to_idx on (M, D) random latents), encode (quant_proj +
             f_to_idx on (B,N,C) features), decode (idx_to_f + post_quant_proj).
+            Every eager run is timed (and OUT.json rewritten after each) before
+            any torch.compile starts; OUT.json's "runs" lists each (op, size)
+            with its time window, and OUT.json[op] is the run at --batch.
 
 testdata/pth/*_torch2.pth are the same `pth` output written under torch 2.x
 (renamed by hand) to cover the newer zip layout; see bench/README_fixtures.md.
@@ -744,7 +750,22 @@ def _time(fn, device, warmup, iters):
     return statistics.median(ts)
 
 
+def _ints(csv):
+    return [int(v) for v in csv.split(",") if v.strip()] if csv else []
+
+
+def _write_json(path, obj):
+    """Writes obj to path atomically (temp file + rename), so a run killed
+    mid-write leaves the previous complete file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
 def run_bench(args):
+    t_start = time.time()
     device = args.device
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -756,73 +777,99 @@ def run_bench(args):
     base.pop("N", None)
     cfg = dict(base, causal=args.causal, seed=args.seed)
     core = make_core(cfg, cfg["seed"], device)
-    B = args.batch
+    batches = _ints(args.batches) or [args.batch]
+    quant_rows = _ints(args.quant_rows) or [args.batch * N]
     g = torch.Generator().manual_seed(5)
-    feats = torch.randn(B, N, cfg["in_dim"], generator=g).to(device)
+    feats = {B: torch.randn(B, N, cfg["in_dim"], generator=g).to(device) for B in batches}
+    lat2d, codes = {}, {}
     with torch.no_grad():
-        lat = core.quant_proj(feats)
-        lat2d = lat.reshape(B * N, cfg["latent_dim"]).contiguous()
-        codes = core.quantizer.f_to_idx(lat)
+        for B in batches:
+            codes[B] = core.quantizer.f_to_idx(core.quant_proj(feats[B]))
+        for M in quant_rows:
+            lat2d[M] = torch.randn(M, cfg["latent_dim"], generator=g).to(device)
 
-    def quantize(m):
-        return lambda: m.quantizer.f_to_idx(lat2d)
+    # Each run: (op, size, tokens, closure maker). quantize: f_to_idx on (M, D)
+    # latents; encode: quant_proj + f_to_idx on (B, N, C) features; decode:
+    # idx_to_f + post_quant_proj.
+    runs = []
+    for M in quant_rows:
+        runs.append(("quantize", M, M, lambda m, M=M: (lambda: m.quantizer.f_to_idx(lat2d[M]))))
+    for B in batches:
+        runs.append(("encode", B, B * N, lambda m, B=B: (lambda: m.quantizer.f_to_idx(m.quant_proj(feats[B])))))
+    for B in batches:
+        runs.append(("decode", B, B * N, lambda m, B=B: (lambda: m.post_quant_proj(m.quantizer.idx_to_f(codes[B])))))
 
-    def encode(m):
-        return lambda: m.quantizer.f_to_idx(m.quant_proj(feats))
-
-    def decode(m):
-        return lambda: m.post_quant_proj(m.quantizer.idx_to_f(codes))
-
-    ops = {"quantize": quantize, "encode": encode, "decode": decode}
-    tokens = B * N
-    results = {}
-    compiled = None
-    compile_err = None
-    if not args.no_compile:
-        if hasattr(torch, "compile"):
-            try:
-                compiled = torch.compile  # each op is compiled as a closure below
-            except Exception as e:  # noqa: BLE001
-                compile_err = "%s: %s" % (type(e).__name__, e)
-        else:
-            compile_err = "torch.compile unavailable in torch %s" % torch.__version__
-    for name, mk in ops.items():
-        r = {"tokens": tokens}
-        t = _time(mk(core), device, args.warmup, args.iters)
-        r["eager_s"] = t
-        r["eager_tokens_per_s"] = tokens / t
-        r["compile_tokens_per_s"] = None
-        if compiled is not None:
-            try:
-                cfn = torch.compile(mk(core), dynamic=False)
-                t = _time(cfn, device, max(args.warmup, 3), args.iters)
-                r["compile_s"] = t
-                r["compile_tokens_per_s"] = tokens / t
-            except Exception as e:  # noqa: BLE001
-                r["compile_error"] = ("%s: %s" % (type(e).__name__, e))[:500]
-        elif compile_err:
-            r["compile_error"] = compile_err
-        results[name] = r
-    meta = {"torch": torch.__version__, "device": device, "config": args.config, "batch": B,
-            "tokens_per_image": N, "causal": args.causal, "tf32": False, "dtype": "float32"}
+    meta = {"torch": torch.__version__, "device": device, "config": args.config, "batch": args.batch,
+            "batches": batches, "quant_rows": quant_rows,
+            "tokens_per_image": N, "causal": args.causal, "tf32": False, "dtype": "float32",
+            "timing": "median of %d calls after %d warm-up calls, host clock with a device synchronize after each" % (
+                args.iters, args.warmup)}
     if device.startswith("cuda"):
         meta["gpu"] = torch.cuda.get_device_name(0)
-    print("torch %s, %s, config=%s (C=%d D=%d K=%d V=%d H=%d), B=%d N=%d, %s, fp32 (TF32 off)" % (
+        meta["multiprocessors"] = torch.cuda.get_device_properties(0).multi_processor_count
+    records = []
+    out = {"_meta": meta, "runs": records}
+
+    def legacy(rec):
+        # results[op] (cpu_compare.sh): the run at --batch.
+        if (rec["op"] == "quantize" and rec["size"] == args.batch * N) or (
+                rec["op"] != "quantize" and rec["size"] == args.batch):
+            out[rec["op"]] = rec
+
+    def save(phase):
+        meta["phase"] = phase
+        if args.json:
+            _write_json(args.json, out)
+
+    print("torch %s, %s, config=%s (C=%d D=%d K=%d V=%d H=%d), N=%d, %s, fp32 (TF32 off)" % (
         torch.__version__, meta.get("gpu", device), args.config, cfg["in_dim"], cfg["latent_dim"],
-        cfg["num_codebooks"], cfg["codebook_size"], cfg["num_heads"], B, N,
-        "causal" if args.causal else "full"))
-    print("%-10s %18s %18s" % ("op", "eager tok/s", "compile tok/s"))
-    for name, r in results.items():
-        c = r["compile_tokens_per_s"]
-        print("%-10s %18.4g %18s" % (name, r["eager_tokens_per_s"],
-                                     ("%.4g" % c) if c else ("failed" if "compile_error" in r else "-")))
-        if "compile_error" in r:
-            print("   compile: " + r["compile_error"].splitlines()[0][:200])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(results, _meta=meta), f, indent=1)
-            f.write("\n")
-    return results
+        cfg["num_codebooks"], cfg["codebook_size"], cfg["num_heads"], N,
+        "causal" if args.causal else "full"), flush=True)
+    # Phase 1: eager, every run, the JSON rewritten after each, before any
+    # torch.compile starts (a timeout during compilation keeps these).
+    for op, size, tokens, mk in runs:
+        t0 = time.time()
+        t = _time(mk(core), device, args.warmup, args.iters)
+        rec = {"op": op, "size": size, "size_kind": "rows" if op == "quantize" else "images",
+               "tokens": tokens, "eager_s": t, "eager_tokens_per_s": tokens / t,
+               "compile_tokens_per_s": None, "eager_window": [t0, time.time()]}
+        records.append(rec)
+        legacy(rec)
+        save("eager")
+        print("%-9s %-8s %9d  eager %12.4g tok/s" % (op, ("M=%d" if op == "quantize" else "B=%d") % size,
+                                                      tokens, rec["eager_tokens_per_s"]), flush=True)
+    # Phase 2: torch.compile, only for the runs named in --compile-at (all
+    # when empty), and only while --deadline-s leaves time.
+    if args.no_compile:
+        meta["compile"] = "not run: --no-compile"
+    elif not hasattr(torch, "compile"):
+        meta["compile"] = "not run: torch.compile unavailable in torch %s" % torch.__version__
+    else:
+        want = set(v.strip() for v in args.compile_at.split(",") if v.strip())
+        for (op, size, tokens, mk), rec in zip(runs, records):
+            key = "%s:%d" % (op, size)
+            if want and key not in want:
+                continue
+            if args.deadline_s and time.time() - t_start > args.deadline_s:
+                rec["compile_error"] = "not run: past --deadline-s %g" % args.deadline_s
+                save("compile")
+                continue
+            try:
+                t0 = time.time()
+                cfn = torch.compile(mk(core), dynamic=False)
+                t = _time(cfn, device, max(args.warmup, 3), args.iters)
+                rec["compile_s"] = t
+                rec["compile_tokens_per_s"] = tokens / t
+                rec["compile_window"] = [t0, time.time()]
+            except Exception as e:  # noqa: BLE001
+                rec["compile_error"] = ("%s: %s" % (type(e).__name__, e))[:500]
+            save("compile")
+            c = rec.get("compile_tokens_per_s")
+            print("%-9s %-8s %9d  compile %10s" % (op, ("M=%d" if op == "quantize" else "B=%d") % size, tokens,
+                                                   ("%.4g tok/s" % c) if c else "failed: " + rec.get("compile_error", "")[:120]),
+                  flush=True)
+    save("done")
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -1008,6 +1055,12 @@ def main(argv=None):
     b.add_argument("--iters", type=int, default=10)
     b.add_argument("--no-compile", action="store_true")
     b.add_argument("--json", default="")
+    b.add_argument("--batches", default="", help="images per encode/decode run, comma-separated (default: --batch)")
+    b.add_argument("--quant-rows", default="", help="rows per quantize run, comma-separated (default: batch*N)")
+    b.add_argument("--compile-at", default="",
+                   help="runs to torch.compile as op:size, comma-separated (default: all)")
+    b.add_argument("--deadline-s", type=float, default=0,
+                   help="start no torch.compile after this many seconds from the start (0: no limit)")
     a = p.parse_args(argv)
     if a.mode == "fixtures":
         run_fixtures(a.out, set(filter(None, a.cases.split(","))))

@@ -88,6 +88,7 @@ const char *unitok_status_string(unitok_status s) {
 	case UNITOK_ERR_NO_DEVICE: return "no CUDA device";
 	case UNITOK_ERR_UNSUPPORTED: return "unsupported size";
 	case UNITOK_ERR_INTERNAL: return "internal error";
+	case UNITOK_ERR_MISALIGNED: return "pointer not 16-byte aligned";
 	}
 	return "unknown status";
 }
@@ -278,12 +279,38 @@ unitok_status unitok_memset(int ordinal, void *dst, int value, size_t bytes, uni
 	});
 }
 
-unitok_status unitok_quantize(const unitok_quant_args *a, unitok_stream s, int *cuda_error) {
+// quant_ok: the arguments are valid and any forced variant fits d.
+static bool quant_ok(const unitok_quant_args *a) {
 	if (!a || a->device < 0 || a->M <= 0 || a->K <= 0 || a->V <= 0 || a->d <= 0 || !a->z || !a->words || !a->codes)
-		return invalid(cuda_error);
+		return false;
+	switch (a->variant) {
+	case UNITOK_QUANT_AUTO:
+	case UNITOK_QUANT_GENERAL:
+		return true;
+	case UNITOK_QUANT_D8_TOK2:
+	case UNITOK_QUANT_D8_TOK4:
+		return a->d == 8;
+	}
+	return false;
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+int unitok_quantize_variant(const unitok_quant_args *a) {
+	if (!quant_ok(a)) return 0;
+	return unitok::quant_variant(*a);
+}
+
+unitok_status unitok_quantize(const unitok_quant_args *a, unitok_stream s, int *cuda_error) {
+	if (!quant_ok(a)) return invalid(cuda_error);
 	if (a->K > 65535 || a->d > unitok::kMaxQuantChunk) {
 		if (cuda_error) *cuda_error = 0;
 		return UNITOK_ERR_UNSUPPORTED;
+	}
+	const int variant = unitok::quant_variant(*a);
+	if ((variant == UNITOK_QUANT_D8_TOK2 || variant == UNITOK_QUANT_D8_TOK4) && !aligned16(a->words)) {
+		if (cuda_error) *cuda_error = 0;
+		return UNITOK_ERR_MISALIGNED; // the d = 8 kernels read codewords as float4
 	}
 	return guarded(cuda_error, [&] {
 		UNITOK_TRY(cudaSetDevice(a->device));
@@ -316,6 +343,22 @@ static bool valid_weights(const unitok_attn_proj_weights *w) {
 // Rows a forward may take at once: the GEMM grid's y dimension is rows/64.
 static const long long kMaxRows = 65535LL * 64;
 
+static bool valid_tile(int t) { return t == 0 || t == 64 || t == 128; }
+
+int unitok_attn_proj_gemm_tiles(int in, int out, int heads, int head_dim, int batch, int tokens, int gemm_tile,
+                                int tiles[5]) {
+	if (in <= 0 || out <= 0 || heads <= 0 || head_dim <= 0 || batch <= 0 || tokens <= 0 || !tiles ||
+	    !valid_tile(gemm_tile))
+		return 0;
+	const long long R = (long long)batch * tokens;
+	const long long W = (long long)heads * head_dim;
+	if (R > kMaxRows || W != (in > out ? in : out)) return 0;
+	// The forward's GEMMs in order, (rows, outputs) as launch_attn_proj_forward.
+	const long long n[5] = {3 * W, out, out, 4LL * out, out};
+	for (int i = 0; i < 5; ++i) tiles[i] = unitok::gemm_tile((int)R, (int)n[i], gemm_tile);
+	return 5;
+}
+
 size_t unitok_attn_proj_workspace_size(const unitok_attn_proj_weights *w, int batch, int tokens) {
 	if (!valid_weights(w) || batch <= 0 || tokens <= 0) return 0;
 	return unitok::plan_attn_proj(*w, batch, tokens).total_floats * sizeof(float);
@@ -323,7 +366,7 @@ size_t unitok_attn_proj_workspace_size(const unitok_attn_proj_weights *w, int ba
 
 unitok_status unitok_attn_proj_forward(const unitok_attn_proj_args *a, unitok_stream s, int *cuda_error) {
 	if (!a || a->device < 0 || !valid_weights(&a->w) || a->batch <= 0 || a->tokens <= 0 || !a->x || !a->y ||
-	    !a->workspace || a->x == a->y)
+	    !a->workspace || a->x == a->y || !valid_tile(a->gemm_tile))
 		return invalid(cuda_error);
 	if (a->workspace_bytes < unitok_attn_proj_workspace_size(&a->w, a->batch, a->tokens)) return invalid(cuda_error);
 	if (a->w.head_dim > UNITOK_MAX_HEAD_DIM || a->batch > 65535 || (long long)a->batch * a->tokens > kMaxRows) {

@@ -9,6 +9,9 @@
 
 namespace unitok {
 
+// The quantizer instance a call runs: a.variant when set (callers have
+// checked it), else chosen by size.
+int quant_variant(const unitok_quant_args &a);
 cudaError_t launch_quantize(const unitok_quant_args &a, cudaStream_t s);
 cudaError_t launch_lookup(const unitok_lookup_args &a, cudaStream_t s);
 
@@ -20,6 +23,9 @@ struct attn_proj_plan {
 };
 attn_proj_plan plan_attn_proj(const unitok_attn_proj_weights &w, int batch, int tokens);
 cudaError_t launch_attn_proj_forward(const unitok_attn_proj_args &a, cudaStream_t s);
+// The tile (64 or 128) of a GEMM with M rows and N outputs; forced = 0
+// chooses by size, 64 or 128 forces that tile.
+int gemm_tile(int M, int N, int forced);
 
 // Largest codeword width the quantizer handles (one codeword fills the
 // shared tile).

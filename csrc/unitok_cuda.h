@@ -29,7 +29,8 @@ typedef enum unitok_status {
 	UNITOK_ERR_OUT_OF_MEMORY = 3, /* cudaErrorMemoryAllocation */
 	UNITOK_ERR_NO_DEVICE = 4,     /* no device, no driver, or a bad ordinal */
 	UNITOK_ERR_UNSUPPORTED = 5,   /* a size outside what the kernels handle */
-	UNITOK_ERR_INTERNAL = 6       /* a C++ exception caught at the boundary */
+	UNITOK_ERR_INTERNAL = 6,      /* a C++ exception caught at the boundary */
+	UNITOK_ERR_MISALIGNED = 7     /* a pointer the kernels read as float4 is not 16-byte aligned; nothing launched */
 } unitok_status;
 
 /* Same type as cudaStream_t / cudaEvent_t, without the CUDA headers. */
@@ -79,6 +80,18 @@ unitok_status unitok_memcpy_d2h(int ordinal, void *dst, const void *src, size_t 
 unitok_status unitok_memcpy_d2d(int ordinal, void *dst, const void *src, size_t bytes, unitok_stream s, int *cuda_error);
 unitok_status unitok_memset(int ordinal, void *dst, int value, size_t bytes, unitok_stream s, int *cuda_error);
 
+/* ---- kernel variants ----
+ * Each launching call picks its kernel instance from the sizes. The choice
+ * can be forced (tests, compute-sanitizer on small inputs), and the choice a
+ * call would make can be asked without launching anything, so that tests
+ * show which instance ran. */
+typedef enum unitok_quant_variant {
+	UNITOK_QUANT_AUTO = 0,    /* chosen by size (the production choice) */
+	UNITOK_QUANT_GENERAL = 1, /* any d: one token per thread, d-wide dot products */
+	UNITOK_QUANT_D8_TOK2 = 2, /* d = 8 only: two tokens per thread */
+	UNITOK_QUANT_D8_TOK4 = 4  /* d = 8 only: four tokens per thread */
+} unitok_quant_variant;
+
 /* ---- quantizer ----
  * codes[m, k] = argmax_j ( bias[k, j] + z[m, k*d : (k+1)*d] . words[k, j, :] )
  * with ties to the lowest j. Cosine: words are the L2-normalized codewords,
@@ -97,9 +110,16 @@ typedef struct unitok_quant_args {
 	const float *bias; /* (K, V) or NULL */
 	int32_t *codes;    /* (M, K) out */
 	uint32_t *histogram; /* (K, V) usage counts, accumulated (atomicAdd); NULL = off */
+	int variant;       /* unitok_quant_variant; 0 (AUTO) outside tests */
 } unitok_quant_args;
 
+/* The d = 8 kernels read words as float4: words must then be 16-byte
+ * aligned (UNITOK_ERR_MISALIGNED otherwise); unitok_malloc's are. */
 unitok_status unitok_quantize(const unitok_quant_args *a, unitok_stream s, int *cuda_error);
+
+/* The variant unitok_quantize(a) runs (AUTO resolved), or 0 when a is
+ * invalid or forces a d = 8 variant with d != 8. Launches nothing. */
+int unitok_quantize_variant(const unitok_quant_args *a);
 
 /* latents[m, k*d + i] = words[k, codes[m, k], i]; a code outside [0, V)
  * writes NaN for its chunk. */
@@ -140,12 +160,21 @@ typedef struct unitok_attn_proj_args {
 	float *y;          /* (B, N, out); must not alias x */
 	void *workspace;   /* at least unitok_attn_proj_workspace_size bytes */
 	size_t workspace_bytes;
+	int gemm_tile;     /* 0: each GEMM's tile chosen by size; 64 or 128: every GEMM uses that tile (tests) */
 } unitok_attn_proj_args;
 
 /* Bytes of workspace the forward needs for B images of N tokens (0 when the
  * sizes are invalid). */
 size_t unitok_attn_proj_workspace_size(const unitok_attn_proj_weights *w, int batch, int tokens);
 unitok_status unitok_attn_proj_forward(const unitok_attn_proj_args *a, unitok_stream s, int *cuda_error);
+
+/* The GEMM tiles (64 or 128) the forward's five GEMMs run with, in order
+ * (qkv, attn_proj, proj, w0/w1, w2), for a projection of widths in -> out
+ * with heads x head_dim, B x N tokens and a gemm_tile setting as in
+ * unitok_attn_proj_args. Returns 5, or 0 when the sizes or gemm_tile are
+ * invalid. Launches nothing. */
+int unitok_attn_proj_gemm_tiles(int in, int out, int heads, int head_dim, int batch, int tokens, int gemm_tile,
+                                int tiles[5]);
 
 /* Largest head dimension the attention kernel supports. */
 #define UNITOK_MAX_HEAD_DIM 128

@@ -39,9 +39,13 @@ struct dim3 {
 	unsigned x = 1, y = 1, z = 1;
 	dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-struct float4 {
+// 16-byte aligned as on a GPU. emu-test builds with
+// -fsanitize=alignment, so a float4 load from an address that is not a
+// multiple of 16 (which faults on a GPU) stops the test with the address.
+struct alignas(16) float4 {
 	float x, y, z, w;
 };
+static_assert(alignof(float4) == 16 && sizeof(float4) == 16, "float4 as on a GPU");
 
 typedef enum cudaError {
 	cudaSuccess = 0,
@@ -83,7 +87,7 @@ struct Warp {
 struct Block {
 	std::unique_ptr<std::barrier<>> bar;
 	std::vector<std::unique_ptr<Warp>> warps;
-	std::vector<unsigned char> smem;
+	std::vector<float4> smem; // dynamic shared memory, 16-byte aligned as on a GPU
 };
 inline Block &block() {
 	static Block b;
@@ -106,7 +110,8 @@ void launch(K kernel, dim3 grid, dim3 blk, size_t smem, cudaStream_t, Args... ar
 		return;
 	}
 	Block &b = block();
-	b.smem.assign(smem + 16, 0xA5); // poisoned, like uninitialized shared memory
+	b.smem.assign(smem / sizeof(float4) + 1, float4{});
+	memset(b.smem.data(), 0xA5, b.smem.size() * sizeof(float4)); // poisoned, like uninitialized shared memory
 	b.bar = std::make_unique<std::barrier<>>(nt);
 	b.warps.clear();
 	for (unsigned w = 0; w < (nt + 31) / 32; ++w) b.warps.push_back(std::make_unique<Warp>());
