@@ -1,0 +1,189 @@
+package kern
+
+import (
+	"fmt"
+	"math"
+	"sync/atomic"
+)
+
+// Codebook search: for a token chunk z (D floats) and a codebook of V
+// codewords w_j with score offsets bias_j, the code is
+//
+//	argmax_j (bias_j + z . w_j), the lowest j on ties,
+//
+// which is cosine search (normalized codewords, bias 0) and L2 search
+// (raw codewords, bias -|w_j|^2/2) in one form. The vector paths keep a
+// running best per lane and never write scores to memory.
+
+// Argmax paths, best first. ArgmaxPaths lists those the CPU supports.
+const (
+	PathAVX512  = "avx512"
+	PathAVX2    = "avx2"
+	PathGeneric = "generic"
+)
+
+// argmaxBlock is the codeword block of the vector kernels: V is padded to
+// a multiple of it (padding codewords are zero with bias -Inf, so they
+// never win).
+const argmaxBlock = 16
+
+// Codebook is one codebook laid out for Argmax. It is immutable and safe to
+// share between goroutines.
+type Codebook struct {
+	V, D int
+	w    []float32 // (V, D) row-major: the generic path
+	b    []float32 // V score offsets
+	vpad int       // V rounded up to argmaxBlock
+	wt   []float32 // (D, vpad): wt[t*vpad+j] = w[j*D+t], zero past V
+	bt   []float32 // vpad: b, then -Inf past V
+}
+
+// NewCodebook lays out the V codewords words (V, d) row-major and their
+// score offsets bias (V) for Argmax. Both are copied.
+func NewCodebook(words, bias []float32, V, d int) *Codebook {
+	if V <= 0 || d <= 0 || len(words) < V*d || len(bias) < V {
+		panic(fmt.Sprintf("kern.NewCodebook: %d words and %d offsets for V=%d, d=%d", len(words), len(bias), V, d))
+	}
+	vpad := (V + argmaxBlock - 1) / argmaxBlock * argmaxBlock
+	c := &Codebook{
+		V: V, D: d,
+		w:    append([]float32(nil), words[:V*d]...),
+		b:    append([]float32(nil), bias[:V]...),
+		vpad: vpad,
+		wt:   make([]float32, d*vpad),
+		bt:   make([]float32, vpad),
+	}
+	for j := 0; j < V; j++ {
+		for t := 0; t < d; t++ {
+			c.wt[t*vpad+j] = words[j*d+t]
+		}
+	}
+	copy(c.bt, bias[:V])
+	for j := V; j < vpad; j++ {
+		c.bt[j] = float32(math.Inf(-1))
+	}
+	return c
+}
+
+// Argmax writes, for each of n tokens i, the code of the chunk
+// z[i*ldz : i*ldz+D] into dst[i*ldd]: argmax_j (bias_j + z_i . w_j), ties to
+// the lowest j. It runs on the calling goroutine; callers split tokens
+// across cores. Paths differ from one another (and from a float64 oracle)
+// only where the top two scores are within float32 rounding of each other.
+func (c *Codebook) Argmax(dst []int32, ldd int, z []float32, ldz int, n int) {
+	if n <= 0 {
+		return
+	}
+	if ldz < c.D || ldd < 1 || len(z) < (n-1)*ldz+c.D || len(dst) < (n-1)*ldd+1 {
+		panic(fmt.Sprintf("kern.Codebook.Argmax: n=%d tokens, ldz=%d, ldd=%d, len(z)=%d, len(dst)=%d, D=%d", n, ldz, ldd, len(z), len(dst), c.D))
+	}
+	switch argmaxPath.Load() {
+	case pathAVX512:
+		c.argmaxAVX512(dst, ldd, z, ldz, n)
+	case pathAVX2:
+		c.argmaxAVX2(dst, ldd, z, ldz, n)
+	default:
+		c.argmaxGeneric(dst, ldd, z, ldz, n)
+	}
+}
+
+const (
+	pathGeneric int32 = iota
+	pathAVX2
+	pathAVX512
+)
+
+var pathNames = map[int32]string{pathGeneric: PathGeneric, pathAVX2: PathAVX2, pathAVX512: PathAVX512}
+
+// argmaxPath is chosen once at start-up (argmaxInit, per architecture);
+// SetArgmaxPath changes it for tests and benchmarks.
+var argmaxPath atomic.Int32
+
+func init() {
+	argmaxPath.Store(bestArgmaxPath())
+}
+
+// ArgmaxPaths returns the paths this CPU supports, fastest first; the first
+// is the one chosen at start-up.
+func ArgmaxPaths() []string {
+	var out []string
+	for p := bestArgmaxPath(); p >= pathGeneric; p-- {
+		out = append(out, pathNames[p])
+	}
+	return out
+}
+
+// ArgmaxPath returns the path Argmax runs.
+func ArgmaxPath() string { return pathNames[argmaxPath.Load()] }
+
+// SetArgmaxPath makes Argmax run the named path (one of ArgmaxPaths) and
+// returns the previous one. It is meant for tests and benchmarks that
+// compare paths; it panics on a path the CPU lacks.
+func SetArgmaxPath(name string) (prev string) {
+	for p := bestArgmaxPath(); p >= pathGeneric; p-- {
+		if pathNames[p] == name {
+			return pathNames[argmaxPath.Swap(p)]
+		}
+	}
+	panic(fmt.Sprintf("kern.SetArgmaxPath: path %q is not supported here (have %v)", name, ArgmaxPaths()))
+}
+
+// argmaxGeneric is the pure-Go path and the reference for the others.
+func (c *Codebook) argmaxGeneric(dst []int32, ldd int, z []float32, ldz int, n int) {
+	for i := 0; i < n; i++ {
+		zi := z[i*ldz : i*ldz+c.D]
+		if c.D == 8 {
+			dst[i*ldd] = argmax8Go(zi, c.w, c.b, c.V)
+		} else {
+			dst[i*ldd] = argmaxNGo(zi, c.w, c.b, c.V, c.D)
+		}
+	}
+}
+
+// argmax8Go is the d=8 generic path: the chunk lives in registers and each
+// codeword costs 8 multiplies and 8 adds.
+func argmax8Go(z, w, bias []float32, V int) int32 {
+	z0, z1, z2, z3, z4, z5, z6, z7 := z[0], z[1], z[2], z[3], z[4], z[5], z[6], z[7]
+	w = w[:V*8]
+	bias = bias[:V]
+	best, idx := float32(0), int32(0)
+	for j := 0; j < V; j++ {
+		e := w[j*8 : j*8+8 : j*8+8]
+		s := bias[j] + (((z0*e[0] + z1*e[1]) + (z2*e[2] + z3*e[3])) + ((z4*e[4] + z5*e[5]) + (z6*e[6] + z7*e[7])))
+		if j == 0 || s > best {
+			best, idx = s, int32(j)
+		}
+	}
+	return idx
+}
+
+// argmaxNGo is the general-d generic path.
+func argmaxNGo(z, w, bias []float32, V, d int) int32 {
+	best, idx := float32(0), int32(0)
+	for j := 0; j < V; j++ {
+		e := w[j*d : (j+1)*d]
+		var s float32
+		for t, v := range z {
+			s += v * e[t]
+		}
+		s += bias[j]
+		if j == 0 || s > best {
+			best, idx = s, int32(j)
+		}
+	}
+	return idx
+}
+
+// reduceLanes returns the index of the best lane's codeword: the largest
+// score, the lowest codeword index among equal scores. Each lane saw its
+// codewords in ascending order and kept the first of equal maxima.
+func reduceLanes(best []float32, idx []int32) int32 {
+	idx = idx[:len(best)]
+	w := 0
+	for l := 1; l < len(best); l++ {
+		if best[l] > best[w] || (best[l] == best[w] && idx[l] < idx[w]) {
+			w = l
+		}
+	}
+	return idx[w]
+}

@@ -1,0 +1,360 @@
+#include "textflag.h"
+
+// Codebook-search kernels; see argmax_amd64.go for the contract and the
+// register tile of each. Common registers: SI the codeword rows of the
+// current block (row t at SI + t*BX, BX = vpad*4 bytes), DX the bias of the
+// current block, CX the codewords left, AX zt, DI out.
+// GT_OQ (0x1e): greater-than, false on NaN.
+
+DATA argmaxIota<>+0(SB)/4, $0
+DATA argmaxIota<>+4(SB)/4, $1
+DATA argmaxIota<>+8(SB)/4, $2
+DATA argmaxIota<>+12(SB)/4, $3
+DATA argmaxIota<>+16(SB)/4, $4
+DATA argmaxIota<>+20(SB)/4, $5
+DATA argmaxIota<>+24(SB)/4, $6
+DATA argmaxIota<>+28(SB)/4, $7
+DATA argmaxIota<>+32(SB)/4, $8
+DATA argmaxIota<>+36(SB)/4, $9
+DATA argmaxIota<>+40(SB)/4, $10
+DATA argmaxIota<>+44(SB)/4, $11
+DATA argmaxIota<>+48(SB)/4, $12
+DATA argmaxIota<>+52(SB)/4, $13
+DATA argmaxIota<>+56(SB)/4, $14
+DATA argmaxIota<>+60(SB)/4, $15
+GLOBL argmaxIota<>(SB), RODATA|NOPTR, $64
+
+DATA argmaxNegInf<>+0(SB)/4, $0xff800000
+GLOBL argmaxNegInf<>(SB), RODATA|NOPTR, $4
+
+DATA argmaxEight<>+0(SB)/4, $8
+DATA argmaxEight<>+4(SB)/4, $8
+DATA argmaxEight<>+8(SB)/4, $8
+DATA argmaxEight<>+12(SB)/4, $8
+DATA argmaxEight<>+16(SB)/4, $8
+DATA argmaxEight<>+20(SB)/4, $8
+DATA argmaxEight<>+24(SB)/4, $8
+DATA argmaxEight<>+28(SB)/4, $8
+GLOBL argmaxEight<>(SB), RODATA|NOPTR, $32
+
+DATA argmaxSixteen<>+0(SB)/4, $16
+GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
+
+// ---------------------------------------------------------------- AVX2 ---
+
+// func argmax8AVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// Y0-Y7: z0..z7 broadcast. Y8: best, Y9: index, Y10: lane codeword index.
+// Y11/Y12: chains a/b of block 0 (codewords j..j+7), Y13/Y14 of block 1
+// (j+8..j+15). Y15: mask. Rows 0-3 from SI, rows 4-7 from R10 = SI + 4 rows.
+TEXT ·argmax8AVX2(SB), NOSPLIT, $0-48
+	MOVQ wt+0(FP), SI
+	MOVQ bias+8(FP), DX
+	MOVQ vpad+16(FP), CX
+	MOVQ zt+24(FP), AX
+	MOVQ out+40(FP), DI
+	LEAQ (CX*4), BX
+	LEAQ (BX)(BX*2), R8
+	LEAQ (SI)(BX*4), R10
+	VBROADCASTSS 0(AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	VBROADCASTSS argmaxNegInf<>(SB), Y8
+	VPXOR Y9, Y9, Y9
+	VMOVDQU argmaxIota<>(SB), Y10
+
+loop8avx2:
+	VMOVUPS (SI), Y11
+	VFMADD213PS (DX), Y0, Y11
+	VMOVUPS 32(SI), Y13
+	VFMADD213PS 32(DX), Y0, Y13
+	VMULPS (R10), Y4, Y12
+	VMULPS 32(R10), Y4, Y14
+	VFMADD231PS (SI)(BX*1), Y1, Y11
+	VFMADD231PS 32(SI)(BX*1), Y1, Y13
+	VFMADD231PS (R10)(BX*1), Y5, Y12
+	VFMADD231PS 32(R10)(BX*1), Y5, Y14
+	VFMADD231PS (SI)(BX*2), Y2, Y11
+	VFMADD231PS 32(SI)(BX*2), Y2, Y13
+	VFMADD231PS (R10)(BX*2), Y6, Y12
+	VFMADD231PS 32(R10)(BX*2), Y6, Y14
+	VFMADD231PS (SI)(R8*1), Y3, Y11
+	VFMADD231PS 32(SI)(R8*1), Y3, Y13
+	VFMADD231PS (R10)(R8*1), Y7, Y12
+	VFMADD231PS 32(R10)(R8*1), Y7, Y14
+	VADDPS Y12, Y11, Y11
+	VADDPS Y14, Y13, Y13
+
+	// block 0: mask = s > best (old best), best = max(s, best), index
+	// takes the lane's codeword where the mask is set.
+	VCMPPS $0x1e, Y8, Y11, Y15
+	VMAXPS Y8, Y11, Y8
+	VBLENDVPS Y15, Y10, Y9, Y9
+	VPADDD argmaxEight<>(SB), Y10, Y10
+
+	// block 1
+	VCMPPS $0x1e, Y8, Y13, Y15
+	VMAXPS Y8, Y13, Y8
+	VBLENDVPS Y15, Y10, Y9, Y9
+	VPADDD argmaxEight<>(SB), Y10, Y10
+
+	ADDQ $64, SI
+	ADDQ $64, R10
+	ADDQ $64, DX
+	SUBQ $16, CX
+	JNZ  loop8avx2
+
+	VMOVUPS Y8, 0(DI)
+	VMOVDQU Y9, 512(DI)
+	VZEROUPPER
+	RET
+
+// func argmaxNAVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// Y0-Y3: accumulators of tokens 0-3, Y4-Y7: best, Y8-Y11: index,
+// Y12: lane codeword index, Y13: codeword row t, Y14: broadcast, Y15: mask.
+// zt is (d, 4): component t of token i at zt + 16t + 4i. R11: d.
+#define CMP8(ACC, BEST, IDX) \
+	VCMPPS    $0x1e, BEST, ACC, Y15; \
+	VMAXPS    BEST, ACC, BEST; \
+	VBLENDVPS Y15, Y12, IDX, IDX
+
+TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-48
+	MOVQ wt+0(FP), SI
+	MOVQ bias+8(FP), DX
+	MOVQ vpad+16(FP), CX
+	MOVQ zt+24(FP), AX
+	MOVQ d+32(FP), R11
+	MOVQ out+40(FP), DI
+	LEAQ (CX*4), BX
+	VBROADCASTSS argmaxNegInf<>(SB), Y4
+	VMOVAPS Y4, Y5
+	VMOVAPS Y4, Y6
+	VMOVAPS Y4, Y7
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	VMOVDQU argmaxIota<>(SB), Y12
+
+blockNavx2:
+	VMOVUPS (DX), Y0
+	VMOVAPS Y0, Y1
+	VMOVAPS Y0, Y2
+	VMOVAPS Y0, Y3
+	MOVQ SI, R9
+	MOVQ AX, R12
+	MOVQ R11, R13
+
+tNavx2:
+	VMOVUPS (R9), Y13
+	VBROADCASTSS 0(R12), Y14
+	VFMADD231PS Y14, Y13, Y0
+	VBROADCASTSS 4(R12), Y14
+	VFMADD231PS Y14, Y13, Y1
+	VBROADCASTSS 8(R12), Y14
+	VFMADD231PS Y14, Y13, Y2
+	VBROADCASTSS 12(R12), Y14
+	VFMADD231PS Y14, Y13, Y3
+	ADDQ BX, R9
+	ADDQ $16, R12
+	DECQ R13
+	JNZ  tNavx2
+
+	CMP8(Y0, Y4, Y8)
+	CMP8(Y1, Y5, Y9)
+	CMP8(Y2, Y6, Y10)
+	CMP8(Y3, Y7, Y11)
+	VPADDD argmaxEight<>(SB), Y12, Y12
+
+	ADDQ $32, SI
+	ADDQ $32, DX
+	SUBQ $8, CX
+	JNZ  blockNavx2
+
+	VMOVUPS Y4, 0(DI)
+	VMOVUPS Y5, 64(DI)
+	VMOVUPS Y6, 128(DI)
+	VMOVUPS Y7, 192(DI)
+	VMOVDQU Y8, 512(DI)
+	VMOVDQU Y9, 576(DI)
+	VMOVDQU Y10, 640(DI)
+	VMOVDQU Y11, 704(DI)
+	VZEROUPPER
+	RET
+
+// ------------------------------------------------------------- AVX-512 ---
+
+// func argmax8AVX512(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// Z0-Z7: codeword rows 0-7 of the block (16 codewords), Z8: its bias.
+// Token i (0-3): chains Z(9+2i) (bias + z0..z3 w) and Z(10+2i) (z4..z7 w),
+// best Z(17+i), index Z(21+i), mask K(1+i). Z25: lane codeword index,
+// Z26: 16 in every lane. zt is (8, 4): component t of token i at
+// zt + 16t + 4i, so TOKEN8's OFF is 4i.
+#define TOKEN8(OFF, A, B, BEST, IDX, KM) \
+	VMOVAPS Z8, A; \
+	VMULPS.BCST      64+OFF(AX), Z4, B; \
+	VFMADD231PS.BCST 0+OFF(AX), Z0, A; \
+	VFMADD231PS.BCST 80+OFF(AX), Z5, B; \
+	VFMADD231PS.BCST 16+OFF(AX), Z1, A; \
+	VFMADD231PS.BCST 96+OFF(AX), Z6, B; \
+	VFMADD231PS.BCST 32+OFF(AX), Z2, A; \
+	VFMADD231PS.BCST 112+OFF(AX), Z7, B; \
+	VFMADD231PS.BCST 48+OFF(AX), Z3, A; \
+	VADDPS B, A, A; \
+	VCMPPS $0x1e, BEST, A, KM; \
+	VMAXPS BEST, A, BEST; \
+	VPBLENDMD Z25, IDX, KM, IDX
+
+TEXT ·argmax8AVX512(SB), NOSPLIT, $0-48
+	MOVQ wt+0(FP), SI
+	MOVQ bias+8(FP), DX
+	MOVQ vpad+16(FP), CX
+	MOVQ zt+24(FP), AX
+	MOVQ out+40(FP), DI
+	LEAQ (CX*4), BX
+	LEAQ (BX)(BX*2), R8
+	LEAQ (SI)(BX*4), R10
+	VBROADCASTSS argmaxNegInf<>(SB), Z17
+	VMOVAPS Z17, Z18
+	VMOVAPS Z17, Z19
+	VMOVAPS Z17, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VMOVDQU32 argmaxIota<>(SB), Z25
+	VPBROADCASTD argmaxSixteen<>(SB), Z26
+
+loop8avx512:
+	VMOVUPS (SI), Z0
+	VMOVUPS (SI)(BX*1), Z1
+	VMOVUPS (SI)(BX*2), Z2
+	VMOVUPS (SI)(R8*1), Z3
+	VMOVUPS (R10), Z4
+	VMOVUPS (R10)(BX*1), Z5
+	VMOVUPS (R10)(BX*2), Z6
+	VMOVUPS (R10)(R8*1), Z7
+	VMOVUPS (DX), Z8
+	TOKEN8(0, Z9, Z10, Z17, Z21, K1)
+	TOKEN8(4, Z11, Z12, Z18, Z22, K2)
+	TOKEN8(8, Z13, Z14, Z19, Z23, K3)
+	TOKEN8(12, Z15, Z16, Z20, Z24, K4)
+	VPADDD Z26, Z25, Z25
+	ADDQ $64, SI
+	ADDQ $64, R10
+	ADDQ $64, DX
+	SUBQ $16, CX
+	JNZ  loop8avx512
+
+	VMOVUPS Z17, 0(DI)
+	VMOVUPS Z18, 64(DI)
+	VMOVUPS Z19, 128(DI)
+	VMOVUPS Z20, 192(DI)
+	VMOVDQU32 Z21, 512(DI)
+	VMOVDQU32 Z22, 576(DI)
+	VMOVDQU32 Z23, 640(DI)
+	VMOVDQU32 Z24, 704(DI)
+	VZEROUPPER
+	RET
+
+// func argmaxNAVX512(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// Z0-Z7: accumulators of tokens 0-7, Z8-Z15: best, Z16-Z23: index,
+// Z24: lane codeword index, Z25: 16 in every lane, Z26: codeword row t.
+// zt is (d, 8): component t of token i at zt + 32t + 4i. R11: d.
+#define CMP16(ACC, BEST, IDX, KM) \
+	VCMPPS $0x1e, BEST, ACC, KM; \
+	VMAXPS BEST, ACC, BEST; \
+	VPBLENDMD Z24, IDX, KM, IDX
+
+TEXT ·argmaxNAVX512(SB), NOSPLIT, $0-48
+	MOVQ wt+0(FP), SI
+	MOVQ bias+8(FP), DX
+	MOVQ vpad+16(FP), CX
+	MOVQ zt+24(FP), AX
+	MOVQ d+32(FP), R11
+	MOVQ out+40(FP), DI
+	LEAQ (CX*4), BX
+	VBROADCASTSS argmaxNegInf<>(SB), Z8
+	VMOVAPS Z8, Z9
+	VMOVAPS Z8, Z10
+	VMOVAPS Z8, Z11
+	VMOVAPS Z8, Z12
+	VMOVAPS Z8, Z13
+	VMOVAPS Z8, Z14
+	VMOVAPS Z8, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VMOVDQU32 argmaxIota<>(SB), Z24
+	VPBROADCASTD argmaxSixteen<>(SB), Z25
+
+blockNavx512:
+	VMOVUPS (DX), Z0
+	VMOVAPS Z0, Z1
+	VMOVAPS Z0, Z2
+	VMOVAPS Z0, Z3
+	VMOVAPS Z0, Z4
+	VMOVAPS Z0, Z5
+	VMOVAPS Z0, Z6
+	VMOVAPS Z0, Z7
+	MOVQ SI, R9
+	MOVQ AX, R12
+	MOVQ R11, R13
+
+tNavx512:
+	VMOVUPS (R9), Z26
+	VFMADD231PS.BCST 0(R12), Z26, Z0
+	VFMADD231PS.BCST 4(R12), Z26, Z1
+	VFMADD231PS.BCST 8(R12), Z26, Z2
+	VFMADD231PS.BCST 12(R12), Z26, Z3
+	VFMADD231PS.BCST 16(R12), Z26, Z4
+	VFMADD231PS.BCST 20(R12), Z26, Z5
+	VFMADD231PS.BCST 24(R12), Z26, Z6
+	VFMADD231PS.BCST 28(R12), Z26, Z7
+	ADDQ BX, R9
+	ADDQ $32, R12
+	DECQ R13
+	JNZ  tNavx512
+
+	CMP16(Z0, Z8, Z16, K1)
+	CMP16(Z1, Z9, Z17, K2)
+	CMP16(Z2, Z10, Z18, K3)
+	CMP16(Z3, Z11, Z19, K4)
+	CMP16(Z4, Z12, Z20, K5)
+	CMP16(Z5, Z13, Z21, K6)
+	CMP16(Z6, Z14, Z22, K7)
+	CMP16(Z7, Z15, Z23, K1)
+	VPADDD Z25, Z24, Z24
+
+	ADDQ $64, SI
+	ADDQ $64, DX
+	SUBQ $16, CX
+	JNZ  blockNavx512
+
+	VMOVUPS Z8, 0(DI)
+	VMOVUPS Z9, 64(DI)
+	VMOVUPS Z10, 128(DI)
+	VMOVUPS Z11, 192(DI)
+	VMOVUPS Z12, 256(DI)
+	VMOVUPS Z13, 320(DI)
+	VMOVUPS Z14, 384(DI)
+	VMOVUPS Z15, 448(DI)
+	VMOVDQU32 Z16, 512(DI)
+	VMOVDQU32 Z17, 576(DI)
+	VMOVDQU32 Z18, 640(DI)
+	VMOVDQU32 Z19, 704(DI)
+	VMOVDQU32 Z20, 768(DI)
+	VMOVDQU32 Z21, 832(DI)
+	VMOVDQU32 Z22, 896(DI)
+	VMOVDQU32 Z23, 960(DI)
+	VZEROUPPER
+	RET
