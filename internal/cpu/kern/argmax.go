@@ -27,6 +27,12 @@ const (
 // never win).
 const argmaxBlock = 16
 
+// argmaxChunk is how many codewords the vector paths hold in L1 while a
+// batch of tokens runs over them: its d rows (16 KB at d=8) plus its bias.
+// Streaming the whole codebook (144 KB at V=4096, d=8) from L2 for every
+// token instead costs about as much as the FMAs.
+const argmaxChunk = 512
+
 // Codebook is one codebook laid out for Argmax. It is immutable and safe to
 // share between goroutines.
 type Codebook struct {
@@ -34,8 +40,11 @@ type Codebook struct {
 	w    []float32 // (V, D) row-major: the generic path
 	b    []float32 // V score offsets
 	vpad int       // V rounded up to argmaxBlock
-	wt   []float32 // (D, vpad): wt[t*vpad+j] = w[j*D+t], zero past V
-	bt   []float32 // vpad: b, then -Inf past V
+	// wt holds the codewords transposed chunk by chunk: the chunk of
+	// codewords [j0, j0+width) (width = min(argmaxChunk, vpad-j0)) starts
+	// at wt[j0*D] and is (D, width) row-major, zero past V.
+	wt []float32
+	bt []float32 // vpad: b, then -Inf past V
 }
 
 // NewCodebook lays out the V codewords words (V, d) row-major and their
@@ -53,9 +62,13 @@ func NewCodebook(words, bias []float32, V, d int) *Codebook {
 		wt:   make([]float32, d*vpad),
 		bt:   make([]float32, vpad),
 	}
-	for j := 0; j < V; j++ {
-		for t := 0; t < d; t++ {
-			c.wt[t*vpad+j] = words[j*d+t]
+	for j0 := 0; j0 < vpad; j0 += argmaxChunk {
+		width := min(argmaxChunk, vpad-j0)
+		chunk := c.wt[j0*d : (j0+width)*d]
+		for j := j0; j < min(j0+width, V); j++ {
+			for t := 0; t < d; t++ {
+				chunk[t*width+j-j0] = words[j*d+t]
+			}
 		}
 	}
 	copy(c.bt, bias[:V])

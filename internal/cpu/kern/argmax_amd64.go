@@ -1,6 +1,11 @@
 package kern
 
-import "golang.org/x/sys/cpu"
+import (
+	"math"
+	"sync"
+
+	"golang.org/x/sys/cpu"
+)
 
 // bestArgmaxPath is the fastest path this CPU runs: AVX-512 (F is all the
 // kernels use; x/sys/cpu also checks that the OS saves the zmm state),
@@ -15,111 +20,143 @@ func bestArgmaxPath() int32 {
 	return pathGeneric
 }
 
-// argmaxLanes receives a kernel's per-lane running maxima for up to 8
-// tokens: best[i][l] is the largest score lane l saw for token i and
-// idx[i][l] the codeword (the first in ascending order) that scored it.
-// AVX2 kernels fill lanes 0-7, AVX-512 kernels lanes 0-15. Lanes that saw
-// only padding hold -Inf and index 0.
-type argmaxLanes struct {
-	best [8][16]float32 // byte offset 0
-	idx  [8][16]int32   // byte offset 512
-}
+// The kernels share one signature and scan one chunk of the codebook
+// (argmaxChunk codewords or fewer, see Codebook.wt) for a group of T
+// tokens, updating per-lane running maxima kept in memory between chunks:
+//
+//	kernel(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+//
+// wt is the chunk (d, width) row-major, bias its width score offsets, width
+// a positive multiple of 16, j0 the index of its first codeword. zt holds
+// the group's chunks t-major: zt[t*T+i] is component t of token i (T = 1:
+// just the chunk). best and idx are (T, L) for L lanes: best[i*L+l] is the
+// largest score lane l has seen for token i (start at -Inf) and idx[i*L+l]
+// the codeword that scored it (the first in ascending order); lane l sees
+// the codewords j = l mod L. Each kernel scans its blocks of codewords in
+// ascending order, scores them with FMAs against broadcast components and
+// updates best with VMAXPS and idx by a blend under a strict > mask, so the
+// lowest index of equal scores stays. No score goes to memory.
 
-// The kernels share one signature. wt is the transposed codebook (d, vpad)
-// with rows vpad floats apart, bias its vpad score offsets (-Inf past V),
-// vpad a positive multiple of 16. zt holds the token chunks t-major: for a
-// kernel of T tokens, zt[t*T+i] is component t of token i (T = 1 for
-// argmax8AVX2, whose zt is just the chunk). Each kernel scans the
-// codewords in ascending blocks, scores them with FMAs against broadcast
-// chunk components, and keeps per lane the best score and its index with a
-// strict > (so the lowest index of equal scores), then writes out; it
-// stores no scores.
-
-// argmax8AVX2 is d=8, 1 token, AVX2: the 8 components are broadcast in
+// argmax8AVX2 is d=8, T=1, L=8, AVX2: the 8 components are broadcast in
 // Y0-Y7 once; each step scores 16 codewords (two ymm blocks) as two 4-deep
 // FMA chains per block (bias + z0..z3 w, z4..z7 w, then added), with the
-// codewords as memory operands. Lanes 0-7 of out token 0.
+// codewords as memory operands.
 //
 //go:noescape
-func argmax8AVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+func argmax8AVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
 
-// argmaxNAVX2 is any d, 4 tokens, AVX2: per block of 8 codewords, one
-// accumulator per token starting at the bias; for t < d, the codeword row
-// t is loaded once and FMAed with each token's broadcast component t.
-// Lanes 0-7 of out tokens 0-3.
+// argmaxNAVX2 is any d, T=4, L=8, AVX2: per block of 8 codewords, one
+// accumulator per token starting at the bias; for t < d, the codeword row t
+// is loaded once and FMAed with each token's broadcast component t.
 //
 //go:noescape
-func argmaxNAVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
 
-// argmax8AVX512 is d=8, 4 tokens, AVX-512: per block of 16 codewords the 8
+// argmax8AVX512 is d=8, T=4, L=16, AVX-512: per block of 16 codewords the 8
 // codeword rows (Z0-Z7) and the bias (Z8) are loaded once; each token's
 // score is two 4-deep VFMADD231PS.BCST chains (bias + z0..z3 w, z4..z7 w)
 // with its components broadcast from zt, added, then VCMPPS GT into a mask
-// register, VMAXPS for the best and VPBLENDMD for its index. Lanes 0-15 of
-// out tokens 0-3.
+// register, VMAXPS for the best and VPBLENDMD for its index.
 //
 //go:noescape
-func argmax8AVX512(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+func argmax8AVX512(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
 
-// argmaxNAVX512 is any d, 8 tokens, AVX-512: per block of 16 codewords,
+// argmaxNAVX512 is any d, T=8, L=16, AVX-512: per block of 16 codewords,
 // one accumulator per token starting at the bias; for t < d, the codeword
 // row t is loaded once and FMAed with each token's component t
-// (VFMADD231PS.BCST). Lanes 0-15 of out tokens 0-7.
+// (VFMADD231PS.BCST).
 //
 //go:noescape
-func argmaxNAVX512(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+func argmaxNAVX512(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+
+type argmaxKernel func(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
 
 func (c *Codebook) argmaxAVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
-	if c.D != 8 {
-		c.argmaxTokens(dst, ldd, z, ldz, n, 4, 8, argmaxNAVX2)
-		return
-	}
-	var st argmaxLanes
-	for i := 0; i < n; i++ {
-		zi := z[i*ldz : i*ldz+8]
-		argmax8AVX2(&c.wt[0], &c.bt[0], c.vpad, &zi[0], 8, &st)
-		dst[i*ldd] = reduceLanes(st.best[0][:8], st.idx[0][:8])
+	if c.D == 8 {
+		c.argmaxChunked(dst, ldd, z, ldz, n, 1, 8, argmax8AVX2)
+	} else {
+		c.argmaxChunked(dst, ldd, z, ldz, n, 4, 8, argmaxNAVX2)
 	}
 }
 
 func (c *Codebook) argmaxAVX512(dst []int32, ldd int, z []float32, ldz int, n int) {
 	if c.D == 8 {
-		c.argmaxTokens(dst, ldd, z, ldz, n, 4, 16, argmax8AVX512)
+		c.argmaxChunked(dst, ldd, z, ldz, n, 4, 16, argmax8AVX512)
 	} else {
-		c.argmaxTokens(dst, ldd, z, ldz, n, 8, 16, argmaxNAVX512)
+		c.argmaxChunked(dst, ldd, z, ldz, n, 8, 16, argmaxNAVX512)
 	}
 }
 
-// argmaxTokens runs a T-token kernel over n tokens: each group of T chunks
-// is gathered t-major into zt (a short last group is padded with zero
-// chunks whose results are dropped), then each token's lanes are reduced.
-func (c *Codebook) argmaxTokens(dst []int32, ldd int, z []float32, ldz int, n, T, lanes int,
-	kernel func(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)) {
+// argmaxBatch is how many tokens run over one chunk before the next chunk:
+// their running maxima (128 x 16 lanes x 8 bytes = 16 KB at most) stay in
+// L1 beside the chunk.
+const argmaxBatch = 128
+
+// argmaxScratch is one Argmax call's working memory.
+type argmaxScratch struct {
+	zt   []float32 // the batch's chunks, t-major per group of T tokens
+	best []float32 // (batch, L) running maxima
+	idx  []int32
+}
+
+var argmaxScratchPool = sync.Pool{New: func() any { return new(argmaxScratch) }}
+
+// argmaxChunked runs a T-token, L-lane kernel over n tokens: per batch of
+// up to argmaxBatch tokens, each chunk of the codebook in ascending order
+// runs over every group of T tokens (a short last group is padded with zero
+// chunks whose results are dropped); then each token's lanes are reduced.
+func (c *Codebook) argmaxChunked(dst []int32, ldd int, z []float32, ldz int, n, T, L int, kernel argmaxKernel) {
 	d := c.D
-	var buf [8 * 64]float32
-	zt := buf[:]
-	if T*d > len(buf) {
-		zt = make([]float32, T*d)
+	s := argmaxScratchPool.Get().(*argmaxScratch)
+	defer argmaxScratchPool.Put(s)
+	groupsMax := (min(n, argmaxBatch) + T - 1) / T
+	if T > 1 && len(s.zt) < groupsMax*T*d {
+		s.zt = make([]float32, groupsMax*T*d)
 	}
-	zt = zt[:T*d]
-	var st argmaxLanes
-	for g := 0; g < n; g += T {
-		m := min(T, n-g)
-		for i := 0; i < T; i++ {
-			if i < m {
-				zi := z[(g+i)*ldz : (g+i)*ldz+d]
-				for t, v := range zi {
-					zt[t*T+i] = v
-				}
-			} else {
-				for t := 0; t < d; t++ {
-					zt[t*T+i] = 0
+	if len(s.best) < groupsMax*T*L {
+		s.best = make([]float32, groupsMax*T*L)
+		s.idx = make([]int32, groupsMax*T*L)
+	}
+	negInf := float32(math.Inf(-1))
+	for b0 := 0; b0 < n; b0 += argmaxBatch {
+		nb := min(argmaxBatch, n-b0)
+		groups := (nb + T - 1) / T
+		if T > 1 {
+			zt := s.zt[:groups*T*d]
+			for g := 0; g < groups; g++ {
+				zg := zt[g*T*d : (g+1)*T*d]
+				for i := 0; i < T; i++ {
+					if r := b0 + g*T + i; r < b0+nb {
+						for t, v := range z[r*ldz : r*ldz+d] {
+							zg[t*T+i] = v
+						}
+					} else {
+						for t := 0; t < d; t++ {
+							zg[t*T+i] = 0
+						}
+					}
 				}
 			}
 		}
-		kernel(&c.wt[0], &c.bt[0], c.vpad, &zt[0], d, &st)
-		for i := 0; i < m; i++ {
-			dst[(g+i)*ldd] = reduceLanes(st.best[i][:lanes], st.idx[i][:lanes])
+		best, idx := s.best[:groups*T*L], s.idx[:groups*T*L]
+		for i := range best {
+			best[i], idx[i] = negInf, 0
+		}
+		for j0 := 0; j0 < c.vpad; j0 += argmaxChunk {
+			width := min(argmaxChunk, c.vpad-j0)
+			wt, bias := &c.wt[j0*d], &c.bt[j0]
+			for g := 0; g < groups; g++ {
+				var zt *float32
+				if T > 1 {
+					zt = &s.zt[g*T*d]
+				} else {
+					zt = &z[(b0+g)*ldz]
+				}
+				kernel(wt, bias, width, zt, d, j0, &best[g*T*L], &idx[g*T*L])
+			}
+		}
+		for i := 0; i < nb; i++ {
+			dst[(b0+i)*ldd] = reduceLanes(best[i*L:(i+1)*L], idx[i*L:(i+1)*L])
 		}
 	}
 }

@@ -2,8 +2,8 @@
 
 // Codebook-search kernels; see argmax_amd64.go for the contract and the
 // register tile of each. Common registers: SI the codeword rows of the
-// current block (row t at SI + t*BX, BX = vpad*4 bytes), DX the bias of the
-// current block, CX the codewords left, AX zt, DI out.
+// current block (row t at SI + t*BX, BX = width*4 bytes), DX the bias of
+// the current block, CX the codewords left, AX zt, DI the running best.
 // GT_OQ (0x1e): greater-than, false on NaN.
 
 DATA argmaxIota<>+0(SB)/4, $0
@@ -42,16 +42,17 @@ GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
 
 // ---------------------------------------------------------------- AVX2 ---
 
-// func argmax8AVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// func argmax8AVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
 // Y0-Y7: z0..z7 broadcast. Y8: best, Y9: index, Y10: lane codeword index.
 // Y11/Y12: chains a/b of block 0 (codewords j..j+7), Y13/Y14 of block 1
 // (j+8..j+15). Y15: mask. Rows 0-3 from SI, rows 4-7 from R10 = SI + 4 rows.
-TEXT ·argmax8AVX2(SB), NOSPLIT, $0-48
+TEXT ·argmax8AVX2(SB), NOSPLIT, $0-64
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
-	MOVQ vpad+16(FP), CX
+	MOVQ width+16(FP), CX
 	MOVQ zt+24(FP), AX
-	MOVQ out+40(FP), DI
+	MOVQ best+48(FP), DI
+	MOVQ idx+56(FP), R9
 	LEAQ (CX*4), BX
 	LEAQ (BX)(BX*2), R8
 	LEAQ (SI)(BX*4), R10
@@ -63,9 +64,12 @@ TEXT ·argmax8AVX2(SB), NOSPLIT, $0-48
 	VBROADCASTSS 20(AX), Y5
 	VBROADCASTSS 24(AX), Y6
 	VBROADCASTSS 28(AX), Y7
-	VBROADCASTSS argmaxNegInf<>(SB), Y8
-	VPXOR Y9, Y9, Y9
-	VMOVDQU argmaxIota<>(SB), Y10
+	VMOVUPS (DI), Y8
+	VMOVDQU (R9), Y9
+	MOVQ j0+40(FP), AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	VPADDD argmaxIota<>(SB), Y15, Y10
 
 loop8avx2:
 	VMOVUPS (SI), Y11
@@ -108,8 +112,8 @@ loop8avx2:
 	SUBQ $16, CX
 	JNZ  loop8avx2
 
-	VMOVUPS Y8, 0(DI)
-	VMOVDQU Y9, 512(DI)
+	VMOVUPS Y8, (DI)
+	VMOVDQU Y9, (R9)
 	VZEROUPPER
 	RET
 
@@ -122,23 +126,27 @@ loop8avx2:
 	VMAXPS    BEST, ACC, BEST; \
 	VBLENDVPS Y15, Y12, IDX, IDX
 
-TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-48
+TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-64
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
-	MOVQ vpad+16(FP), CX
+	MOVQ width+16(FP), CX
 	MOVQ zt+24(FP), AX
 	MOVQ d+32(FP), R11
-	MOVQ out+40(FP), DI
+	MOVQ best+48(FP), DI
+	MOVQ idx+56(FP), R10
 	LEAQ (CX*4), BX
-	VBROADCASTSS argmaxNegInf<>(SB), Y4
-	VMOVAPS Y4, Y5
-	VMOVAPS Y4, Y6
-	VMOVAPS Y4, Y7
-	VPXOR Y8, Y8, Y8
-	VPXOR Y9, Y9, Y9
-	VPXOR Y10, Y10, Y10
-	VPXOR Y11, Y11, Y11
-	VMOVDQU argmaxIota<>(SB), Y12
+	VMOVUPS 0(DI), Y4
+	VMOVUPS 32(DI), Y5
+	VMOVUPS 64(DI), Y6
+	VMOVUPS 96(DI), Y7
+	VMOVDQU 0(R10), Y8
+	VMOVDQU 32(R10), Y9
+	VMOVDQU 64(R10), Y10
+	VMOVDQU 96(R10), Y11
+	MOVQ j0+40(FP), R9
+	VMOVD R9, X15
+	VPBROADCASTD X15, Y15
+	VPADDD argmaxIota<>(SB), Y15, Y12
 
 blockNavx2:
 	VMOVUPS (DX), Y0
@@ -176,13 +184,13 @@ tNavx2:
 	JNZ  blockNavx2
 
 	VMOVUPS Y4, 0(DI)
-	VMOVUPS Y5, 64(DI)
-	VMOVUPS Y6, 128(DI)
-	VMOVUPS Y7, 192(DI)
-	VMOVDQU Y8, 512(DI)
-	VMOVDQU Y9, 576(DI)
-	VMOVDQU Y10, 640(DI)
-	VMOVDQU Y11, 704(DI)
+	VMOVUPS Y5, 32(DI)
+	VMOVUPS Y6, 64(DI)
+	VMOVUPS Y7, 96(DI)
+	VMOVDQU Y8, 0(R10)
+	VMOVDQU Y9, 32(R10)
+	VMOVDQU Y10, 64(R10)
+	VMOVDQU Y11, 96(R10)
 	VZEROUPPER
 	RET
 
@@ -209,24 +217,28 @@ tNavx2:
 	VMAXPS BEST, A, BEST; \
 	VPBLENDMD Z25, IDX, KM, IDX
 
-TEXT ·argmax8AVX512(SB), NOSPLIT, $0-48
+TEXT ·argmax8AVX512(SB), NOSPLIT, $0-64
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
-	MOVQ vpad+16(FP), CX
+	MOVQ width+16(FP), CX
 	MOVQ zt+24(FP), AX
-	MOVQ out+40(FP), DI
+	MOVQ best+48(FP), DI
+	MOVQ idx+56(FP), R9
 	LEAQ (CX*4), BX
 	LEAQ (BX)(BX*2), R8
 	LEAQ (SI)(BX*4), R10
-	VBROADCASTSS argmaxNegInf<>(SB), Z17
-	VMOVAPS Z17, Z18
-	VMOVAPS Z17, Z19
-	VMOVAPS Z17, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VMOVDQU32 argmaxIota<>(SB), Z25
+	VMOVUPS 0(DI), Z17
+	VMOVUPS 64(DI), Z18
+	VMOVUPS 128(DI), Z19
+	VMOVUPS 192(DI), Z20
+	VMOVDQU32 0(R9), Z21
+	VMOVDQU32 64(R9), Z22
+	VMOVDQU32 128(R9), Z23
+	VMOVDQU32 192(R9), Z24
+	MOVQ j0+40(FP), R11
+	VMOVD R11, X0
+	VPBROADCASTD X0, Z0
+	VPADDD argmaxIota<>(SB), Z0, Z25
 	VPBROADCASTD argmaxSixteen<>(SB), Z26
 
 loop8avx512:
@@ -254,10 +266,10 @@ loop8avx512:
 	VMOVUPS Z18, 64(DI)
 	VMOVUPS Z19, 128(DI)
 	VMOVUPS Z20, 192(DI)
-	VMOVDQU32 Z21, 512(DI)
-	VMOVDQU32 Z22, 576(DI)
-	VMOVDQU32 Z23, 640(DI)
-	VMOVDQU32 Z24, 704(DI)
+	VMOVDQU32 Z21, 0(R9)
+	VMOVDQU32 Z22, 64(R9)
+	VMOVDQU32 Z23, 128(R9)
+	VMOVDQU32 Z24, 192(R9)
 	VZEROUPPER
 	RET
 
@@ -270,31 +282,35 @@ loop8avx512:
 	VMAXPS BEST, ACC, BEST; \
 	VPBLENDMD Z24, IDX, KM, IDX
 
-TEXT ·argmaxNAVX512(SB), NOSPLIT, $0-48
+TEXT ·argmaxNAVX512(SB), NOSPLIT, $0-64
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
-	MOVQ vpad+16(FP), CX
+	MOVQ width+16(FP), CX
 	MOVQ zt+24(FP), AX
 	MOVQ d+32(FP), R11
-	MOVQ out+40(FP), DI
+	MOVQ best+48(FP), DI
+	MOVQ idx+56(FP), R10
 	LEAQ (CX*4), BX
-	VBROADCASTSS argmaxNegInf<>(SB), Z8
-	VMOVAPS Z8, Z9
-	VMOVAPS Z8, Z10
-	VMOVAPS Z8, Z11
-	VMOVAPS Z8, Z12
-	VMOVAPS Z8, Z13
-	VMOVAPS Z8, Z14
-	VMOVAPS Z8, Z15
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VMOVDQU32 argmaxIota<>(SB), Z24
+	VMOVUPS 0(DI), Z8
+	VMOVUPS 64(DI), Z9
+	VMOVUPS 128(DI), Z10
+	VMOVUPS 192(DI), Z11
+	VMOVUPS 256(DI), Z12
+	VMOVUPS 320(DI), Z13
+	VMOVUPS 384(DI), Z14
+	VMOVUPS 448(DI), Z15
+	VMOVDQU32 0(R10), Z16
+	VMOVDQU32 64(R10), Z17
+	VMOVDQU32 128(R10), Z18
+	VMOVDQU32 192(R10), Z19
+	VMOVDQU32 256(R10), Z20
+	VMOVDQU32 320(R10), Z21
+	VMOVDQU32 384(R10), Z22
+	VMOVDQU32 448(R10), Z23
+	MOVQ j0+40(FP), R9
+	VMOVD R9, X0
+	VPBROADCASTD X0, Z0
+	VPADDD argmaxIota<>(SB), Z0, Z24
 	VPBROADCASTD argmaxSixteen<>(SB), Z25
 
 blockNavx512:
@@ -348,13 +364,13 @@ tNavx512:
 	VMOVUPS Z13, 320(DI)
 	VMOVUPS Z14, 384(DI)
 	VMOVUPS Z15, 448(DI)
-	VMOVDQU32 Z16, 512(DI)
-	VMOVDQU32 Z17, 576(DI)
-	VMOVDQU32 Z18, 640(DI)
-	VMOVDQU32 Z19, 704(DI)
-	VMOVDQU32 Z20, 768(DI)
-	VMOVDQU32 Z21, 832(DI)
-	VMOVDQU32 Z22, 896(DI)
-	VMOVDQU32 Z23, 960(DI)
+	VMOVDQU32 Z16, 0(R10)
+	VMOVDQU32 Z17, 64(R10)
+	VMOVDQU32 Z18, 128(R10)
+	VMOVDQU32 Z19, 192(R10)
+	VMOVDQU32 Z20, 256(R10)
+	VMOVDQU32 Z21, 320(R10)
+	VMOVDQU32 Z22, 384(R10)
+	VMOVDQU32 Z23, 448(R10)
 	VZEROUPPER
 	RET

@@ -71,7 +71,7 @@ func randSlice(rng *rand.Rand, n int, scale float64) []float32 {
 func TestArgmaxMatchesOracle(t *testing.T) {
 	shapes := []struct{ V, d int }{
 		{4096, 8}, {1, 8}, {7, 8}, {16, 8}, {33, 8}, {300, 8},
-		{1, 1}, {50, 1}, {100, 3}, {17, 4}, {64, 13}, {257, 16}, {40, 64}, {35, 70},
+		{1000, 8}, {1, 1}, {50, 1}, {100, 3}, {17, 4}, {64, 13}, {257, 16}, {40, 64}, {35, 70}, {600, 13},
 	}
 	forEachArgmaxPath(t, func(t *testing.T) {
 		for si, sh := range shapes {
@@ -91,6 +91,9 @@ func TestArgmaxMatchesOracle(t *testing.T) {
 				}
 				cb := NewCodebook(w, bias, V, d)
 				n, ldz, ldd := 37, d+5, 3
+				if si%3 == 0 { // past one batch of tokens
+					n = argmaxBatch + 5
+				}
 				z := randSlice(rng, (n-1)*ldz+d, 1)
 				dst := make([]int32, (n-1)*ldd+1)
 				for i := range dst {
@@ -109,7 +112,7 @@ func TestArgmaxMatchesOracle(t *testing.T) {
 						require.Equal(t, int32(-7), dst[i*ldd+k], "wrote between outputs")
 					}
 				}
-				require.Greater(t, compared, n*9/10, "V=%d d=%d: too many near-ties", V, d)
+				require.Greater(t, compared, n*8/10, "V=%d d=%d: too many near-ties", V, d)
 			}
 		}
 	})
@@ -245,10 +248,14 @@ func BenchmarkArgmax(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/V=%d/d=%d", p, sh.V, sh.d), func(b *testing.B) {
 				prev := SetArgmaxPath(p)
 				defer SetArgmaxPath(prev)
+				c0 := processCPUTime()
 				for b.Loop() {
 					cb.Argmax(dst, 1, z, sh.d, n)
 				}
 				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "chunks/s")
+				if c := processCPUTime() - c0; c > 0 {
+					b.ReportMetric(float64(n)*float64(b.N)/c, "chunks/cpu-s")
+				}
 			})
 		}
 	}
