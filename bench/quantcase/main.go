@@ -67,7 +67,7 @@ func run(out string, M int, seed uint64) error {
 	}
 	meta, _ := json.Marshal(map[string]any{
 		"K": c.NumCodebooks, "V": c.CodebookSize, "d": c.LatentDim / c.NumCodebooks, "M": M,
-		"argmax_path": kern.ArgmaxPath(),
+		"argmax_path": kern.ArgmaxPath(), "argmax_paths": kern.ArgmaxPaths(),
 	})
 	return os.WriteFile(filepath.Join(out, "meta.json"), meta, 0o644)
 }
