@@ -37,10 +37,14 @@ func bestArgmaxPath() int32 {
 // updates best with VMAXPS and idx by a blend under a strict > mask, so the
 // lowest index of equal scores stays. No score goes to memory.
 
-// argmax8AVX2 is d=8, T=1, L=8, AVX2: the 8 components are broadcast in
+// argmax8AVX2 is d=8, T=1, L=1, AVX2: the 8 components are broadcast in
 // Y0-Y7 once; each step scores 16 codewords (two ymm blocks) as two 4-deep
 // FMA chains per block (bias + z0..z3 w, z4..z7 w, then added), with the
-// codewords as memory operands.
+// codewords as memory operands. Instead of per-lane maxima it keeps the
+// token's best score broadcast as a threshold: a step whose 16 scores all
+// stay <= it costs one max, one compare and a movemask; otherwise (rarely)
+// the step's maximum becomes the threshold and its lowest codeword the
+// index.
 //
 //go:noescape
 func argmax8AVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
@@ -73,7 +77,7 @@ type argmaxKernel func(wt, bias *float32, width int, zt *float32, d, j0 int, bes
 
 func (c *Codebook) argmaxAVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
 	if c.D == 8 {
-		c.argmaxChunked(dst, ldd, z, ldz, n, 1, 8, argmax8AVX2)
+		c.argmaxChunked(dst, ldd, z, ldz, n, 1, 1, argmax8AVX2)
 	} else {
 		c.argmaxChunked(dst, ldd, z, ldz, n, 4, 8, argmaxNAVX2)
 	}

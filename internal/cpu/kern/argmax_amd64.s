@@ -43,9 +43,17 @@ GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
 // ---------------------------------------------------------------- AVX2 ---
 
 // func argmax8AVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
-// Y0-Y7: z0..z7 broadcast. Y8: best, Y9: index, Y10: lane codeword index.
-// Y11/Y12: chains a/b of block 0 (codewords j..j+7), Y13/Y14 of block 1
-// (j+8..j+15). Y15: mask. Rows 0-3 from SI, rows 4-7 from R10 = SI + 4 rows.
+// One token, L = 1: best and idx are the token's best score so far and
+// its codeword. Y0-Y7: z0..z7 broadcast. Y8: the best score in every lane
+// (the threshold). Y9/Y10: chains a/b of block A (codewords j..j+7),
+// Y11/Y12 of block B (j+8..j+15). Y13: max of the two blocks, Y14/Y15:
+// scratch. Rows 0-3 from SI, rows 4-7 from R10 = SI + 4 rows. AX: j.
+// R11: the best codeword.
+//
+// A step of 16 codewords costs the FMAs plus max, compare and movemask:
+// only when some score beats the threshold (strictly; about ln V times a
+// scan on random data) does the slow path take the step's maximum as the
+// new threshold and the lowest codeword that reaches it.
 TEXT ·argmax8AVX2(SB), NOSPLIT, $0-64
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
@@ -64,58 +72,73 @@ TEXT ·argmax8AVX2(SB), NOSPLIT, $0-64
 	VBROADCASTSS 20(AX), Y5
 	VBROADCASTSS 24(AX), Y6
 	VBROADCASTSS 28(AX), Y7
-	VMOVUPS (DI), Y8
-	VMOVDQU (R9), Y9
+	VBROADCASTSS (DI), Y8
+	MOVLQZX (R9), R11
 	MOVQ j0+40(FP), AX
-	VMOVD AX, X15
-	VPBROADCASTD X15, Y15
-	VPADDD argmaxIota<>(SB), Y15, Y10
 
 loop8avx2:
-	VMOVUPS (SI), Y11
-	VFMADD213PS (DX), Y0, Y11
-	VMOVUPS 32(SI), Y13
-	VFMADD213PS 32(DX), Y0, Y13
-	VMULPS (R10), Y4, Y12
-	VMULPS 32(R10), Y4, Y14
-	VFMADD231PS (SI)(BX*1), Y1, Y11
-	VFMADD231PS 32(SI)(BX*1), Y1, Y13
-	VFMADD231PS (R10)(BX*1), Y5, Y12
-	VFMADD231PS 32(R10)(BX*1), Y5, Y14
-	VFMADD231PS (SI)(BX*2), Y2, Y11
-	VFMADD231PS 32(SI)(BX*2), Y2, Y13
-	VFMADD231PS (R10)(BX*2), Y6, Y12
-	VFMADD231PS 32(R10)(BX*2), Y6, Y14
-	VFMADD231PS (SI)(R8*1), Y3, Y11
-	VFMADD231PS 32(SI)(R8*1), Y3, Y13
-	VFMADD231PS (R10)(R8*1), Y7, Y12
-	VFMADD231PS 32(R10)(R8*1), Y7, Y14
+	VMOVUPS (SI), Y9
+	VFMADD213PS (DX), Y0, Y9
+	VMOVUPS 32(SI), Y11
+	VFMADD213PS 32(DX), Y0, Y11
+	VMULPS (R10), Y4, Y10
+	VMULPS 32(R10), Y4, Y12
+	VFMADD231PS (SI)(BX*1), Y1, Y9
+	VFMADD231PS 32(SI)(BX*1), Y1, Y11
+	VFMADD231PS (R10)(BX*1), Y5, Y10
+	VFMADD231PS 32(R10)(BX*1), Y5, Y12
+	VFMADD231PS (SI)(BX*2), Y2, Y9
+	VFMADD231PS 32(SI)(BX*2), Y2, Y11
+	VFMADD231PS (R10)(BX*2), Y6, Y10
+	VFMADD231PS 32(R10)(BX*2), Y6, Y12
+	VFMADD231PS (SI)(R8*1), Y3, Y9
+	VFMADD231PS 32(SI)(R8*1), Y3, Y11
+	VFMADD231PS (R10)(R8*1), Y7, Y10
+	VFMADD231PS 32(R10)(R8*1), Y7, Y12
+	VADDPS Y10, Y9, Y9
 	VADDPS Y12, Y11, Y11
-	VADDPS Y14, Y13, Y13
+	VMAXPS Y11, Y9, Y13
+	VCMPPS $0x1e, Y8, Y13, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  slow8avx2
 
-	// block 0: mask = s > best (old best), best = max(s, best), index
-	// takes the lane's codeword where the mask is set.
-	VCMPPS $0x1e, Y8, Y11, Y15
-	VMAXPS Y8, Y11, Y8
-	VBLENDVPS Y15, Y10, Y9, Y9
-	VPADDD argmaxEight<>(SB), Y10, Y10
-
-	// block 1
-	VCMPPS $0x1e, Y8, Y13, Y15
-	VMAXPS Y8, Y13, Y8
-	VBLENDVPS Y15, Y10, Y9, Y9
-	VPADDD argmaxEight<>(SB), Y10, Y10
-
+next8avx2:
 	ADDQ $64, SI
 	ADDQ $64, R10
 	ADDQ $64, DX
+	ADDQ $16, AX
 	SUBQ $16, CX
 	JNZ  loop8avx2
 
-	VMOVUPS Y8, (DI)
-	VMOVDQU Y9, (R9)
+	VMOVSS X8, (DI)
+	MOVL R11, (R9)
 	VZEROUPPER
 	RET
+
+slow8avx2:
+	// Y8 = the largest of the 16 scores, in every lane.
+	VPERM2F128 $0x01, Y13, Y13, Y14
+	VMAXPS Y14, Y13, Y14
+	VPERMILPS $0x4e, Y14, Y15
+	VMAXPS Y15, Y14, Y14
+	VPERMILPS $0xb1, Y14, Y15
+	VMAXPS Y15, Y14, Y8
+	// The lowest codeword scoring it: block A's lanes come first.
+	VCMPPS $0x00, Y8, Y9, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  foundA8avx2
+	VCMPPS $0x00, Y8, Y11, Y14
+	VMOVMSKPS Y14, R12
+	BSFL R12, R12
+	LEAQ 8(AX)(R12*1), R11
+	JMP  next8avx2
+
+foundA8avx2:
+	BSFL R12, R12
+	LEAQ (AX)(R12*1), R11
+	JMP  next8avx2
 
 // func argmaxNAVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
 // Y0-Y3: accumulators of tokens 0-3, Y4-Y7: best, Y8-Y11: index,
