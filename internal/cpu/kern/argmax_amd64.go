@@ -20,9 +20,10 @@ func bestArgmaxPath() int32 {
 	return pathGeneric
 }
 
-// The kernels share one signature and scan one chunk of the codebook
-// (argmaxChunk codewords or fewer, see Codebook.wt) for a group of T
-// tokens, updating per-lane running maxima kept in memory between chunks:
+// Each kernel scans one chunk of the codebook (argmaxChunk codewords or
+// fewer, see Codebook.wt) and updates running maxima kept in memory between
+// chunks. argmax8AVX2 takes a run of tokens in place (below); the others
+// take a group of T tokens gathered t-major and share one signature:
 //
 //	kernel(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
 //
@@ -37,9 +38,11 @@ func bestArgmaxPath() int32 {
 // updates best with VMAXPS and idx by a blend under a strict > mask, so the
 // lowest index of equal scores stays. No score goes to memory.
 
-// argmax8AVX2 is d=8, T=1, L=1, AVX2: the 8 components are broadcast in
-// Y0-Y7 once; each step scores 16 codewords (two ymm blocks) as two 4-deep
-// FMA chains per block (bias + z0..z3 w, z4..z7 w, then added), with the
+// argmax8AVX2 is d=8, AVX2, for n tokens in one call (no gather: the
+// chunk of token i is at z + i*ldz bytes) with one running best per token
+// (L = 1: best[i], idx[i]). Each token's 8 components are broadcast in
+// Y0-Y7; each step scores 16 codewords (two ymm blocks) as two 4-deep FMA
+// chains per block (bias + z0..z3 w, z4..z7 w, then added), with the
 // codewords as memory operands. Instead of per-lane maxima it keeps the
 // token's best score broadcast as a threshold: a step whose 16 scores all
 // stay <= it costs one max, one compare and a movemask; otherwise (rarely)
@@ -47,7 +50,7 @@ func bestArgmaxPath() int32 {
 // index.
 //
 //go:noescape
-func argmax8AVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+func argmax8AVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)
 
 // argmaxNAVX2 is any d, T=4, L=8, AVX2: per block of 8 codewords, one
 // accumulator per token starting at the bias; for t < d, the codeword row t
@@ -77,7 +80,7 @@ type argmaxKernel func(wt, bias *float32, width int, zt *float32, d, j0 int, bes
 
 func (c *Codebook) argmaxAVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
 	if c.D == 8 {
-		c.argmaxChunked(dst, ldd, z, ldz, n, 1, 1, argmax8AVX2)
+		c.argmaxRows8AVX2(dst, ldd, z, ldz, n)
 	} else {
 		c.argmaxChunked(dst, ldd, z, ldz, n, 4, 8, argmaxNAVX2)
 	}
@@ -104,6 +107,33 @@ type argmaxScratch struct {
 }
 
 var argmaxScratchPool = sync.Pool{New: func() any { return new(argmaxScratch) }}
+
+// argmaxRows8AVX2 runs argmax8AVX2: per batch of up to argmaxBatch
+// tokens, each chunk of the codebook in ascending order, all the batch's
+// tokens in one call.
+func (c *Codebook) argmaxRows8AVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
+	s := argmaxScratchPool.Get().(*argmaxScratch)
+	defer argmaxScratchPool.Put(s)
+	if len(s.best) < argmaxBatch {
+		s.best = make([]float32, argmaxBatch*16)
+		s.idx = make([]int32, argmaxBatch*16)
+	}
+	negInf := float32(math.Inf(-1))
+	for b0 := 0; b0 < n; b0 += argmaxBatch {
+		nb := min(argmaxBatch, n-b0)
+		best, idx := s.best[:nb], s.idx[:nb]
+		for i := range best {
+			best[i], idx[i] = negInf, 0
+		}
+		for j0 := 0; j0 < c.vpad; j0 += argmaxChunk {
+			width := min(argmaxChunk, c.vpad-j0)
+			argmax8AVX2(&c.wt[j0*8], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0])
+		}
+		for i, j := range idx {
+			dst[(b0+i)*ldd] = j
+		}
+	}
+}
 
 // argmaxChunked runs a T-token, L-lane kernel over n tokens: per batch of
 // up to argmaxBatch tokens, each chunk of the codebook in ascending order

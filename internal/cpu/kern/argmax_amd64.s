@@ -42,36 +42,40 @@ GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
 
 // ---------------------------------------------------------------- AVX2 ---
 
-// func argmax8AVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
-// One token, L = 1: best and idx are the token's best score so far and
-// its codeword. Y0-Y7: z0..z7 broadcast. Y8: the best score in every lane
-// (the threshold). Y9/Y10: chains a/b of block A (codewords j..j+7),
-// Y11/Y12 of block B (j+8..j+15). Y13: max of the two blocks, Y14/Y15:
-// scratch. Rows 0-3 from SI, rows 4-7 from R10 = SI + 4 rows. AX: j.
-// R11: the best codeword.
+// func argmax8AVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)
+// n tokens, the chunk of token i at z + i*ldz (ldz in bytes); L = 1:
+// best[i] and idx[i] are token i's best score so far and its codeword.
+// Y0-Y7: z0..z7 broadcast. Y8: the best score in every lane (the
+// threshold). Y9/Y10: chains a/b of block A (codewords j..j+7), Y11/Y12 of
+// block B (j+8..j+15). Y13: max of the two blocks, Y14/Y15: scratch. Rows
+// 0-3 from SI, rows 4-7 from R10 = SI + 4 rows. AX: j. R11: the best
+// codeword. R13: the token's chunk.
 //
 // A step of 16 codewords costs the FMAs plus max, compare and movemask:
 // only when some score beats the threshold (strictly; about ln V times a
 // scan on random data) does the slow path take the step's maximum as the
 // new threshold and the lowest codeword that reaches it.
-TEXT ·argmax8AVX2(SB), NOSPLIT, $0-64
+TEXT ·argmax8AVX2(SB), NOSPLIT, $0-72
+	MOVQ width+16(FP), CX
+	MOVQ z+24(FP), R13
+	MOVQ best+56(FP), DI
+	MOVQ idx+64(FP), R9
+	LEAQ (CX*4), BX
+	LEAQ (BX)(BX*2), R8
+
+tok8avx2:
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
 	MOVQ width+16(FP), CX
-	MOVQ zt+24(FP), AX
-	MOVQ best+48(FP), DI
-	MOVQ idx+56(FP), R9
-	LEAQ (CX*4), BX
-	LEAQ (BX)(BX*2), R8
 	LEAQ (SI)(BX*4), R10
-	VBROADCASTSS 0(AX), Y0
-	VBROADCASTSS 4(AX), Y1
-	VBROADCASTSS 8(AX), Y2
-	VBROADCASTSS 12(AX), Y3
-	VBROADCASTSS 16(AX), Y4
-	VBROADCASTSS 20(AX), Y5
-	VBROADCASTSS 24(AX), Y6
-	VBROADCASTSS 28(AX), Y7
+	VBROADCASTSS 0(R13), Y0
+	VBROADCASTSS 4(R13), Y1
+	VBROADCASTSS 8(R13), Y2
+	VBROADCASTSS 12(R13), Y3
+	VBROADCASTSS 16(R13), Y4
+	VBROADCASTSS 20(R13), Y5
+	VBROADCASTSS 24(R13), Y6
+	VBROADCASTSS 28(R13), Y7
 	VBROADCASTSS (DI), Y8
 	MOVLQZX (R9), R11
 	MOVQ j0+40(FP), AX
@@ -113,6 +117,11 @@ next8avx2:
 
 	VMOVSS X8, (DI)
 	MOVL R11, (R9)
+	ADDQ $4, DI
+	ADDQ $4, R9
+	ADDQ ldz+32(FP), R13
+	DECQ n+48(FP)
+	JNZ  tok8avx2
 	VZEROUPPER
 	RET
 
