@@ -33,6 +33,11 @@ const argmaxBlock = 16
 // token instead costs about as much as the FMAs.
 const argmaxChunk = 512
 
+// argmaxBatch is how many tokens run over one chunk before the next chunk:
+// their running maxima (128 x 16 lanes x 8 bytes = 16 KB at most) stay in
+// L1 beside the chunk.
+const argmaxBatch = 128
+
 // Codebook is one codebook laid out for Argmax. It is immutable and safe to
 // share between goroutines.
 type Codebook struct {

@@ -94,11 +94,6 @@ func (c *Codebook) argmaxAVX512(dst []int32, ldd int, z []float32, ldz int, n in
 	}
 }
 
-// argmaxBatch is how many tokens run over one chunk before the next chunk:
-// their running maxima (128 x 16 lanes x 8 bytes = 16 KB at most) stay in
-// L1 beside the chunk.
-const argmaxBatch = 128
-
 // argmaxScratch is one Argmax call's working memory.
 type argmaxScratch struct {
 	zt   []float32 // the batch's chunks, t-major per group of T tokens
