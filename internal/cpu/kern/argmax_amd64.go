@@ -25,12 +25,14 @@ func bestArgmaxPath() int32 {
 // chunks. argmax8AVX2 takes a run of tokens in place (below); the others
 // take a group of T tokens gathered t-major and share one signature:
 //
-//	kernel(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+//	kernel(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 //
 // wt is the chunk (d, width) row-major, bias its width score offsets, width
-// a positive multiple of 16, j0 the index of its first codeword. zt holds
-// the group's chunks t-major: zt[t*T+i] is component t of token i (T = 1:
-// just the chunk). best and idx are (T, L) for L lanes: best[i*L+l] is the
+// a positive multiple of 16, j0 the index of its first codeword. The kernel
+// runs groups groups of T tokens one after the other: group g's chunks are
+// at zt[g*T*d:], t-major (zt[g*T*d+t*T+i] is component t of its token i),
+// and its maxima at best[g*T*L:] and idx[g*T*L:]. For one group, best and
+// idx are (T, L) for L lanes: best[i*L+l] is the
 // largest score lane l has seen for token i (start at -Inf) and idx[i*L+l]
 // the codeword that scored it (the first in ascending order); lane l sees
 // the codewords j = l mod L. Each kernel scans its blocks of codewords in
@@ -57,7 +59,7 @@ func argmax8AVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best 
 // is loaded once and FMAed with each token's broadcast component t.
 //
 //go:noescape
-func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 
 // argmax8AVX512 is d=8, T=4, L=16, AVX-512: per block of 16 codewords the 8
 // codeword rows (Z0-Z7) and the bias (Z8) are loaded once; each token's
@@ -66,7 +68,7 @@ func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0 int, best *flo
 // register, VMAXPS for the best and VPBLENDMD for its index.
 //
 //go:noescape
-func argmax8AVX512(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+func argmax8AVX512(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 
 // argmaxNAVX512 is any d, T=8, L=16, AVX-512: per block of 16 codewords,
 // one accumulator per token starting at the bias; for t < d, the codeword
@@ -74,9 +76,9 @@ func argmax8AVX512(wt, bias *float32, width int, zt *float32, d, j0 int, best *f
 // (VFMADD231PS.BCST).
 //
 //go:noescape
-func argmaxNAVX512(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+func argmaxNAVX512(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 
-type argmaxKernel func(wt, bias *float32, width int, zt *float32, d, j0 int, best *float32, idx *int32)
+type argmaxKernel func(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 
 func (c *Codebook) argmaxAVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
 	if c.D == 8 {
@@ -139,7 +141,7 @@ func (c *Codebook) argmaxChunked(dst []int32, ldd int, z []float32, ldz int, n, 
 	s := argmaxScratchPool.Get().(*argmaxScratch)
 	defer argmaxScratchPool.Put(s)
 	groupsMax := (min(n, argmaxBatch) + T - 1) / T
-	if T > 1 && len(s.zt) < groupsMax*T*d {
+	if len(s.zt) < groupsMax*T*d {
 		s.zt = make([]float32, groupsMax*T*d)
 	}
 	if len(s.best) < groupsMax*T*L {
@@ -150,7 +152,7 @@ func (c *Codebook) argmaxChunked(dst []int32, ldd int, z []float32, ldz int, n, 
 	for b0 := 0; b0 < n; b0 += argmaxBatch {
 		nb := min(argmaxBatch, n-b0)
 		groups := (nb + T - 1) / T
-		if T > 1 {
+		{
 			zt := s.zt[:groups*T*d]
 			for g := 0; g < groups; g++ {
 				zg := zt[g*T*d : (g+1)*T*d]
@@ -173,16 +175,7 @@ func (c *Codebook) argmaxChunked(dst []int32, ldd int, z []float32, ldz int, n, 
 		}
 		for j0 := 0; j0 < c.vpad; j0 += argmaxChunk {
 			width := min(argmaxChunk, c.vpad-j0)
-			wt, bias := &c.wt[j0*d], &c.bt[j0]
-			for g := 0; g < groups; g++ {
-				var zt *float32
-				if T > 1 {
-					zt = &s.zt[g*T*d]
-				} else {
-					zt = &z[(b0+g)*ldz]
-				}
-				kernel(wt, bias, width, zt, d, j0, &best[g*T*L], &idx[g*T*L])
-			}
+			kernel(&c.wt[j0*d], &c.bt[j0], width, &s.zt[0], d, j0, groups, &best[0], &idx[0])
 		}
 		for i := 0; i < nb; i++ {
 			dst[(b0+i)*ldd] = reduceLanes(best[i*L:(i+1)*L], idx[i*L:(i+1)*L])

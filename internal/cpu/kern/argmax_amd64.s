@@ -149,7 +149,7 @@ foundA8avx2:
 	LEAQ (AX)(R12*1), R11
 	JMP  next8avx2
 
-// func argmaxNAVX2(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 // Y0-Y3: accumulators of tokens 0-3, Y4-Y7: best, Y8-Y11: index,
 // Y12: lane codeword index, Y13: codeword row t, Y14: broadcast, Y15: mask.
 // zt is (d, 4): component t of token i at zt + 16t + 4i. R11: d.
@@ -158,14 +158,16 @@ foundA8avx2:
 	VMAXPS    BEST, ACC, BEST; \
 	VBLENDVPS Y15, Y12, IDX, IDX
 
-TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-64
+TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-72
+	MOVQ zt+24(FP), AX
+	MOVQ d+32(FP), R11
+	MOVQ best+56(FP), DI
+	MOVQ idx+64(FP), R10
+
+grpNavx2:
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
 	MOVQ width+16(FP), CX
-	MOVQ zt+24(FP), AX
-	MOVQ d+32(FP), R11
-	MOVQ best+48(FP), DI
-	MOVQ idx+56(FP), R10
 	LEAQ (CX*4), BX
 	VMOVUPS 0(DI), Y4
 	VMOVUPS 32(DI), Y5
@@ -223,12 +225,19 @@ tNavx2:
 	VMOVDQU Y9, 32(R10)
 	VMOVDQU Y10, 64(R10)
 	VMOVDQU Y11, 96(R10)
+	ADDQ $128, DI
+	ADDQ $128, R10
+	MOVQ R11, R9
+	SHLQ $4, R9
+	ADDQ R9, AX
+	DECQ groups+48(FP)
+	JNZ  grpNavx2
 	VZEROUPPER
 	RET
 
 // ------------------------------------------------------------- AVX-512 ---
 
-// func argmax8AVX512(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// func argmax8AVX512(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 // Z0-Z7: codeword rows 0-7 of the block (16 codewords), Z8: its bias.
 // Token i (0-3): chains Z(9+2i) (bias + z0..z3 w) and Z(10+2i) (z4..z7 w),
 // best Z(17+i), index Z(21+i), mask K(1+i). Z25: lane codeword index,
@@ -249,13 +258,15 @@ tNavx2:
 	VMAXPS BEST, A, BEST; \
 	VPBLENDMD Z25, IDX, KM, IDX
 
-TEXT ·argmax8AVX512(SB), NOSPLIT, $0-64
+TEXT ·argmax8AVX512(SB), NOSPLIT, $0-72
+	MOVQ zt+24(FP), AX
+	MOVQ best+56(FP), DI
+	MOVQ idx+64(FP), R9
+
+grp8avx512:
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
 	MOVQ width+16(FP), CX
-	MOVQ zt+24(FP), AX
-	MOVQ best+48(FP), DI
-	MOVQ idx+56(FP), R9
 	LEAQ (CX*4), BX
 	LEAQ (BX)(BX*2), R8
 	LEAQ (SI)(BX*4), R10
@@ -302,10 +313,15 @@ loop8avx512:
 	VMOVDQU32 Z22, 64(R9)
 	VMOVDQU32 Z23, 128(R9)
 	VMOVDQU32 Z24, 192(R9)
+	ADDQ $128, AX
+	ADDQ $256, DI
+	ADDQ $256, R9
+	DECQ groups+48(FP)
+	JNZ  grp8avx512
 	VZEROUPPER
 	RET
 
-// func argmaxNAVX512(wt, bias *float32, vpad int, zt *float32, d int, out *argmaxLanes)
+// func argmaxNAVX512(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 // Z0-Z7: accumulators of tokens 0-7, Z8-Z15: best, Z16-Z23: index,
 // Z24: lane codeword index, Z25: 16 in every lane, Z26: codeword row t.
 // zt is (d, 8): component t of token i at zt + 32t + 4i. R11: d.
@@ -314,14 +330,16 @@ loop8avx512:
 	VMAXPS BEST, ACC, BEST; \
 	VPBLENDMD Z24, IDX, KM, IDX
 
-TEXT ·argmaxNAVX512(SB), NOSPLIT, $0-64
+TEXT ·argmaxNAVX512(SB), NOSPLIT, $0-72
+	MOVQ zt+24(FP), AX
+	MOVQ d+32(FP), R11
+	MOVQ best+56(FP), DI
+	MOVQ idx+64(FP), R10
+
+grpNavx512:
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
 	MOVQ width+16(FP), CX
-	MOVQ zt+24(FP), AX
-	MOVQ d+32(FP), R11
-	MOVQ best+48(FP), DI
-	MOVQ idx+56(FP), R10
 	LEAQ (CX*4), BX
 	VMOVUPS 0(DI), Z8
 	VMOVUPS 64(DI), Z9
@@ -404,5 +422,12 @@ tNavx512:
 	VMOVDQU32 Z21, 320(R10)
 	VMOVDQU32 Z22, 384(R10)
 	VMOVDQU32 Z23, 448(R10)
+	ADDQ $512, DI
+	ADDQ $512, R10
+	MOVQ R11, R9
+	SHLQ $5, R9
+	ADDQ R9, AX
+	DECQ groups+48(FP)
+	JNZ  grpNavx512
 	VZEROUPPER
 	RET
