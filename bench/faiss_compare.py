@@ -52,16 +52,21 @@ def unpack_codes(codes, K, nbits):
     return (bits.reshape(len(codes), K, nbits).astype(np.int64) * w).sum(axis=2).astype(np.int32)
 
 
-def margins64(cb, z, K):
-    """float64 cosine scores: (top1 index, top1 - top2) per (token, codebook)."""
+def margins64(cb, z, K, rows=4096):
+    """float64 cosine scores: (top1 index, top1 - top2) per (token, codebook), in row blocks."""
     zn = z / np.maximum(np.linalg.norm(z, axis=2, keepdims=True), 1e-12)
     best = np.empty(z.shape[:2], np.int64)
     gap = np.empty(z.shape[:2])
     for k in range(K):
-        s = zn[:, k, :].astype(np.float64) @ cb[k].astype(np.float64).T
-        top = np.argsort(-s, axis=1, kind="stable")[:, :2]
-        best[:, k] = top[:, 0]
-        gap[:, k] = s[np.arange(len(s)), top[:, 0]] - s[np.arange(len(s)), top[:, 1]]
+        c = cb[k].astype(np.float64).T
+        for r0 in range(0, len(z), rows):
+            s = zn[r0:r0 + rows, k, :].astype(np.float64) @ c
+            i1 = s.argmax(axis=1)  # first maximum: the lowest index on ties
+            ar = np.arange(len(s))
+            top = s[ar, i1]
+            s[ar, i1] = -np.inf
+            best[r0:r0 + rows, k] = i1
+            gap[r0:r0 + rows, k] = top - s.max(axis=1)
     return best, gap
 
 
