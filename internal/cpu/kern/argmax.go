@@ -22,10 +22,10 @@ const (
 	PathGeneric = "generic"
 )
 
-// argmaxBlock is the codeword block of the vector kernels: V is padded to
-// a multiple of it (padding codewords are zero with bias -Inf, so they
-// never win).
-const argmaxBlock = 16
+// argmaxBlock is the codeword step of the vector kernels (32 for the
+// AVX2 d=8 kernel, 16 or 8 for the others): V is padded to a multiple of it
+// (padding codewords are zero with bias -Inf, so they never win).
+const argmaxBlock = 32
 
 // argmaxChunk is how many codewords the vector paths hold in L1 while a
 // batch of tokens runs over them: its d rows (16 KB at d=8) plus its bias.

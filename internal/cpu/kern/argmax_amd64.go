@@ -43,13 +43,13 @@ func bestArgmaxPath() int32 {
 // argmax8AVX2 is d=8, AVX2, for n tokens in one call (no gather: the
 // chunk of token i is at z + i*ldz bytes) with one running best per token
 // (L = 1: best[i], idx[i]). Each token's 8 components are broadcast in
-// Y0-Y7; each step scores 16 codewords (two ymm blocks) as two 4-deep FMA
-// chains per block (bias + z0..z3 w, z4..z7 w, then added), with the
-// codewords as memory operands. Instead of per-lane maxima it keeps the
-// token's best score broadcast as a threshold: a step whose 16 scores all
-// stay <= it costs one max, one compare and a movemask; otherwise (rarely)
-// the step's maximum becomes the threshold and its lowest codeword the
-// index.
+// Y0-Y7; each step scores 32 codewords (four ymm blocks, one 8-deep FMA
+// chain each from the bias, codewords as memory operands). Instead of
+// per-lane maxima it keeps the token's best score broadcast as a
+// threshold: a step whose 32 scores all stay <= it costs three maxes, one
+// compare and a movemask; otherwise (rarely) the step's maximum becomes
+// the threshold and its lowest codeword the index. width is a multiple of
+// 32 here.
 //
 //go:noescape
 func argmax8AVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)

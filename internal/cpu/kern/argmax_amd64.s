@@ -46,15 +46,16 @@ GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
 // n tokens, the chunk of token i at z + i*ldz (ldz in bytes); L = 1:
 // best[i] and idx[i] are token i's best score so far and its codeword.
 // Y0-Y7: z0..z7 broadcast. Y8: the best score in every lane (the
-// threshold). Y9/Y10: chains a/b of block A (codewords j..j+7), Y11/Y12 of
-// block B (j+8..j+15). Y13: max of the two blocks, Y14/Y15: scratch. Rows
-// 0-3 from SI, rows 4-7 from R10 = SI + 4 rows. AX: j. R11: the best
-// codeword. R13: the token's chunk.
+// threshold). Y9-Y12: the scores of blocks 0-3 of the step (codewords
+// j+8b .. j+8b+7), each one 8-deep FMA chain from the bias. Y13: their
+// maximum, Y14/Y15: scratch. Rows 0-3 from SI, rows 4-7 from R10 = SI + 4
+// rows. AX: j. R11: the best codeword. R13: the token's chunk.
 //
-// A step of 16 codewords costs the FMAs plus max, compare and movemask:
-// only when some score beats the threshold (strictly; about ln V times a
-// scan on random data) does the slow path take the step's maximum as the
-// new threshold and the lowest codeword that reaches it.
+// A step of 32 codewords costs 32 FMAs (codewords as memory operands),
+// three maxes, a compare and a movemask: only when some score beats the
+// threshold (strictly; about ln V times per scan on random data) does the
+// slow path take the step's maximum as the new threshold and the lowest
+// codeword that reaches it (blocks in order, lowest lane first).
 TEXT ·argmax8AVX2(SB), NOSPLIT, $0-72
 	MOVQ width+16(FP), CX
 	MOVQ z+24(FP), R13
@@ -81,38 +82,64 @@ tok8avx2:
 	MOVQ j0+40(FP), AX
 
 loop8avx2:
-	VMOVUPS (SI), Y9
-	VFMADD213PS (DX), Y0, Y9
-	VMOVUPS 32(SI), Y11
-	VFMADD213PS 32(DX), Y0, Y11
-	VMULPS (R10), Y4, Y10
-	VMULPS 32(R10), Y4, Y12
+	VMOVUPS (DX), Y9
+	VMOVUPS 32(DX), Y10
+	VMOVUPS 64(DX), Y11
+	VMOVUPS 96(DX), Y12
+	// row 0
+	VFMADD231PS (SI), Y0, Y9
+	VFMADD231PS 32(SI), Y0, Y10
+	VFMADD231PS 64(SI), Y0, Y11
+	VFMADD231PS 96(SI), Y0, Y12
+	// row 1
 	VFMADD231PS (SI)(BX*1), Y1, Y9
-	VFMADD231PS 32(SI)(BX*1), Y1, Y11
-	VFMADD231PS (R10)(BX*1), Y5, Y10
-	VFMADD231PS 32(R10)(BX*1), Y5, Y12
+	VFMADD231PS 32(SI)(BX*1), Y1, Y10
+	VFMADD231PS 64(SI)(BX*1), Y1, Y11
+	VFMADD231PS 96(SI)(BX*1), Y1, Y12
+	// row 2
 	VFMADD231PS (SI)(BX*2), Y2, Y9
-	VFMADD231PS 32(SI)(BX*2), Y2, Y11
-	VFMADD231PS (R10)(BX*2), Y6, Y10
-	VFMADD231PS 32(R10)(BX*2), Y6, Y12
+	VFMADD231PS 32(SI)(BX*2), Y2, Y10
+	VFMADD231PS 64(SI)(BX*2), Y2, Y11
+	VFMADD231PS 96(SI)(BX*2), Y2, Y12
+	// row 3
 	VFMADD231PS (SI)(R8*1), Y3, Y9
-	VFMADD231PS 32(SI)(R8*1), Y3, Y11
-	VFMADD231PS (R10)(R8*1), Y7, Y10
-	VFMADD231PS 32(R10)(R8*1), Y7, Y12
-	VADDPS Y10, Y9, Y9
-	VADDPS Y12, Y11, Y11
-	VMAXPS Y11, Y9, Y13
+	VFMADD231PS 32(SI)(R8*1), Y3, Y10
+	VFMADD231PS 64(SI)(R8*1), Y3, Y11
+	VFMADD231PS 96(SI)(R8*1), Y3, Y12
+	// row 4
+	VFMADD231PS (R10), Y4, Y9
+	VFMADD231PS 32(R10), Y4, Y10
+	VFMADD231PS 64(R10), Y4, Y11
+	VFMADD231PS 96(R10), Y4, Y12
+	// row 5
+	VFMADD231PS (R10)(BX*1), Y5, Y9
+	VFMADD231PS 32(R10)(BX*1), Y5, Y10
+	VFMADD231PS 64(R10)(BX*1), Y5, Y11
+	VFMADD231PS 96(R10)(BX*1), Y5, Y12
+	// row 6
+	VFMADD231PS (R10)(BX*2), Y6, Y9
+	VFMADD231PS 32(R10)(BX*2), Y6, Y10
+	VFMADD231PS 64(R10)(BX*2), Y6, Y11
+	VFMADD231PS 96(R10)(BX*2), Y6, Y12
+	// row 7
+	VFMADD231PS (R10)(R8*1), Y7, Y9
+	VFMADD231PS 32(R10)(R8*1), Y7, Y10
+	VFMADD231PS 64(R10)(R8*1), Y7, Y11
+	VFMADD231PS 96(R10)(R8*1), Y7, Y12
+	VMAXPS Y10, Y9, Y13
+	VMAXPS Y12, Y11, Y14
+	VMAXPS Y14, Y13, Y13
 	VCMPPS $0x1e, Y8, Y13, Y14
 	VMOVMSKPS Y14, R12
 	TESTL R12, R12
 	JNZ  slow8avx2
 
 next8avx2:
-	ADDQ $64, SI
-	ADDQ $64, R10
-	ADDQ $64, DX
-	ADDQ $16, AX
-	SUBQ $16, CX
+	ADDQ $128, SI
+	ADDQ $128, R10
+	ADDQ $128, DX
+	ADDQ $32, AX
+	SUBQ $32, CX
 	JNZ  loop8avx2
 
 	VMOVSS X8, (DI)
@@ -126,27 +153,45 @@ next8avx2:
 	RET
 
 slow8avx2:
-	// Y8 = the largest of the 16 scores, in every lane.
+	// Y8 = the largest of the 32 scores, in every lane.
 	VPERM2F128 $0x01, Y13, Y13, Y14
 	VMAXPS Y14, Y13, Y14
 	VPERMILPS $0x4e, Y14, Y15
 	VMAXPS Y15, Y14, Y14
 	VPERMILPS $0xb1, Y14, Y15
 	VMAXPS Y15, Y14, Y8
-	// The lowest codeword scoring it: block A's lanes come first.
+	// The lowest codeword scoring it: blocks in order, then the lowest lane.
 	VCMPPS $0x00, Y8, Y9, Y14
 	VMOVMSKPS Y14, R12
 	TESTL R12, R12
-	JNZ  foundA8avx2
+	JNZ  found0avx2
+	VCMPPS $0x00, Y8, Y10, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  found1avx2
 	VCMPPS $0x00, Y8, Y11, Y14
 	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  found2avx2
+	VCMPPS $0x00, Y8, Y12, Y14
+	VMOVMSKPS Y14, R12
+	BSFL R12, R12
+	LEAQ 24(AX)(R12*1), R11
+	JMP  next8avx2
+
+found0avx2:
+	BSFL R12, R12
+	LEAQ (AX)(R12*1), R11
+	JMP  next8avx2
+
+found1avx2:
 	BSFL R12, R12
 	LEAQ 8(AX)(R12*1), R11
 	JMP  next8avx2
 
-foundA8avx2:
+found2avx2:
 	BSFL R12, R12
-	LEAQ (AX)(R12*1), R11
+	LEAQ 16(AX)(R12*1), R11
 	JMP  next8avx2
 
 // func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
