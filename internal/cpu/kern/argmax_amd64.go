@@ -32,13 +32,13 @@ func bestArgmaxPath() int32 {
 // runs groups groups of T tokens one after the other: group g's chunks are
 // at zt[g*T*d:], t-major (zt[g*T*d+t*T+i] is component t of its token i),
 // and its maxima at best[g*T*L:] and idx[g*T*L:]. For one group, best and
-// idx are (T, L) for L lanes: best[i*L+l] is the
-// largest score lane l has seen for token i (start at -Inf) and idx[i*L+l]
-// the codeword that scored it (the first in ascending order); lane l sees
-// the codewords j = l mod L. Each kernel scans its blocks of codewords in
-// ascending order, scores them with FMAs against broadcast components and
-// updates best with VMAXPS and idx by a blend under a strict > mask, so the
-// lowest index of equal scores stays. No score goes to memory.
+// idx are (T, L) for L lanes: best[i*L+l] is the largest score lane l has
+// seen for token i (start at -Inf) and idx[i*L+l] the codeword that scored
+// it (the first in ascending order); lane l sees the codewords j = l mod L.
+// Each kernel scans its blocks of codewords in ascending order, scores them
+// with FMAs against broadcast components and updates best with VMAXPS and
+// idx by a blend under a strict > mask, so the lowest index of equal scores
+// stays. No score goes to memory.
 
 // argmax8AVX2 is d=8, AVX2, for n tokens in one call (no gather: the
 // chunk of token i is at z + i*ldz bytes) with one running best per token
