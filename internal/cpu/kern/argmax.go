@@ -192,6 +192,55 @@ func argmaxNGo(z, w, bias []float32, V, d int) int32 {
 	return idx
 }
 
+// argmaxSelfCheck runs a vector path on small integer-valued problems
+// (d=8 and d=5, codebooks spanning two chunks, ragged token groups) whose
+// scores are exact in float32 under any summation order, so every path must
+// return exactly the generic path's codes, ties (which the small integers
+// make common) included.
+func argmaxSelfCheck(path int32) bool {
+	for _, d := range []int{8, 5} {
+		c, z, n := exactArgmaxCase(d, argmaxChunk+77, 37)
+		want, got := make([]int32, n), make([]int32, n)
+		c.argmaxGeneric(want, 1, z, d, n)
+		switch path {
+		case pathAVX512:
+			c.argmaxAVX512(got, 1, z, d, n)
+		case pathAVX2:
+			c.argmaxAVX2(got, 1, z, d, n)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// exactArgmaxCase returns a codebook of V codewords of width d and n token
+// chunks with small integer components and biases (a fixed LCG), so every
+// score is an exact float32 integer.
+func exactArgmaxCase(d, V, n int) (*Codebook, []float32, int) {
+	x := uint32(12345)
+	next := func() float32 {
+		x = x*1664525 + 1013904223
+		return float32(int(x>>28) - 8) // -8..7
+	}
+	w := make([]float32, V*d)
+	for i := range w {
+		w[i] = next()
+	}
+	bias := make([]float32, V)
+	for i := range bias {
+		bias[i] = next()
+	}
+	z := make([]float32, n*d)
+	for i := range z {
+		z[i] = next()
+	}
+	return NewCodebook(w, bias, V, d), z, n
+}
+
 // reduceLanes returns the index of the best lane's codeword: the largest
 // score, the lowest codeword index among equal scores. Each lane saw its
 // codewords in ascending order and kept the first of equal maxima.

@@ -9,16 +9,27 @@ import (
 
 // bestArgmaxPath is the fastest path this CPU runs: AVX-512 (F is all the
 // kernels use; x/sys/cpu also checks that the OS saves the zmm state),
-// then AVX2 with FMA, then pure Go.
+// then AVX2 with FMA, then pure Go. A vector path must also pass
+// argmaxSelfCheck once, so a kernel that is wrong on some CPU falls back
+// instead of returning wrong codes (and ArgmaxPaths, which the tests
+// compare with the CPU's features, shows it).
 func bestArgmaxPath() int32 {
-	switch {
-	case cpu.X86.HasAVX512F:
-		return pathAVX512
-	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
-		return pathAVX2
-	}
-	return pathGeneric
+	bestPathOnce.Do(func() {
+		bestPath = pathGeneric
+		if cpu.X86.HasAVX2 && cpu.X86.HasFMA && argmaxSelfCheck(pathAVX2) {
+			bestPath = pathAVX2
+		}
+		if cpu.X86.HasAVX512F && argmaxSelfCheck(pathAVX512) {
+			bestPath = pathAVX512
+		}
+	})
+	return bestPath
 }
+
+var (
+	bestPathOnce sync.Once
+	bestPath     int32
+)
 
 // Each kernel scans one chunk of the codebook (argmaxChunk codewords or
 // fewer, see Codebook.wt) and updates running maxima kept in memory between

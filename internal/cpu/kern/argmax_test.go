@@ -226,6 +226,38 @@ func TestArgmaxPathsAgree(t *testing.T) {
 	})
 }
 
+// Integer-valued problems score exactly in float32 under any summation
+// order: every path must match the generic one code for code, on many
+// exact ties; and the start-up self-check accepts every path the CPU has.
+func TestArgmaxExactIntegerProblemsAgree(t *testing.T) {
+	ties := 0
+	for _, d := range []int{8, 5, 1, 16} {
+		c, z, n := exactArgmaxCase(d, 2*argmaxChunk+100, 301)
+		want := make([]int32, n)
+		c.argmaxGeneric(want, 1, z, d, n)
+		for i := 0; i < n; i++ {
+			_, margin, _ := oracle64(z[i*d:(i+1)*d], c.w, c.b, c.V, d)
+			if margin == 0 {
+				ties++
+			}
+		}
+		forEachArgmaxPath(t, func(t *testing.T) {
+			got := make([]int32, n)
+			c.Argmax(got, 1, z, d, n)
+			require.Equal(t, want, got, "d=%d", d)
+		})
+	}
+	t.Logf("%d tokens with an exact tie for the best score", ties)
+	require.Greater(t, ties, 50, "the integer problems must exercise ties")
+	for _, p := range ArgmaxPaths() {
+		for q, name := range pathNames {
+			if name == p && q != pathGeneric {
+				require.True(t, argmaxSelfCheck(q), p)
+			}
+		}
+	}
+}
+
 func TestArgmaxRejectsShortInputs(t *testing.T) {
 	cb := NewCodebook(make([]float32, 16), make([]float32, 2), 2, 8)
 	require.Panics(t, func() { cb.Argmax(make([]int32, 2), 1, make([]float32, 15), 8, 2) })
