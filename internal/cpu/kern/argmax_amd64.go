@@ -33,8 +33,9 @@ var (
 
 // Each kernel scans one chunk of the codebook (argmaxChunk codewords or
 // fewer, see Codebook.wt) and updates running maxima kept in memory between
-// chunks. argmax8AVX2 takes a run of tokens in place (below); the others
-// take a group of T tokens gathered t-major and share one signature:
+// chunks. The AVX2 kernels take a run of tokens in place (below); the
+// AVX-512 ones take groups of T tokens gathered t-major and share one
+// signature:
 //
 //	kernel(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 //
@@ -65,12 +66,13 @@ var (
 //go:noescape
 func argmax8AVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)
 
-// argmaxNAVX2 is any d, T=4, L=8, AVX2: per block of 8 codewords, one
-// accumulator per token starting at the bias; for t < d, the codeword row t
-// is loaded once and FMAed with each token's broadcast component t.
+// argmaxNAVX2 is any d, AVX2, with argmax8AVX2's interface and threshold
+// (L = 1) plus d: per step of 32 codewords, two FMA chains per 8-codeword
+// block (even and odd components), each component broadcast once from the
+// token's chunk and FMAed with the four blocks of its row.
 //
 //go:noescape
-func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
+func argmaxNAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32, d int)
 
 // argmax8AVX512 is d=8, T=4, L=16, AVX-512: per block of 16 codewords the 8
 // codeword rows (Z0-Z7) and the bias (Z8) are loaded once; each token's
@@ -92,11 +94,7 @@ func argmaxNAVX512(wt, bias *float32, width int, zt *float32, d, j0, groups int,
 type argmaxKernel func(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
 
 func (c *Codebook) argmaxAVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
-	if c.D == 8 {
-		c.argmaxRows8AVX2(dst, ldd, z, ldz, n)
-	} else {
-		c.argmaxChunked(dst, ldd, z, ldz, n, 4, 8, argmaxNAVX2)
-	}
+	c.argmaxRowsAVX2(dst, ldd, z, ldz, n)
 }
 
 func (c *Codebook) argmaxAVX512(dst []int32, ldd int, z []float32, ldz int, n int) {
@@ -116,10 +114,10 @@ type argmaxScratch struct {
 
 var argmaxScratchPool = sync.Pool{New: func() any { return new(argmaxScratch) }}
 
-// argmaxRows8AVX2 runs argmax8AVX2: per batch of up to argmaxBatch
-// tokens, each chunk of the codebook in ascending order, all the batch's
-// tokens in one call.
-func (c *Codebook) argmaxRows8AVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
+// argmaxRowsAVX2 runs argmax8AVX2 (d=8) or argmaxNAVX2: per batch of up
+// to argmaxBatch tokens, each chunk of the codebook in ascending order, all
+// the batch's tokens in one call.
+func (c *Codebook) argmaxRowsAVX2(dst []int32, ldd int, z []float32, ldz int, n int) {
 	s := argmaxScratchPool.Get().(*argmaxScratch)
 	defer argmaxScratchPool.Put(s)
 	if len(s.best) < argmaxBatch {
@@ -135,7 +133,11 @@ func (c *Codebook) argmaxRows8AVX2(dst []int32, ldd int, z []float32, ldz int, n
 		}
 		for j0 := 0; j0 < c.vpad; j0 += argmaxChunk {
 			width := min(argmaxChunk, c.vpad-j0)
-			argmax8AVX2(&c.wt[j0*8], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0])
+			if c.D == 8 {
+				argmax8AVX2(&c.wt[j0*8], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0])
+			} else {
+				argmaxNAVX2(&c.wt[j0*c.D], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0], c.D)
+			}
 		}
 		for i, j := range idx {
 			dst[(b0+i)*ldd] = j

@@ -194,91 +194,141 @@ found2avx2:
 	LEAQ 16(AX)(R12*1), R11
 	JMP  next8avx2
 
-// func argmaxNAVX2(wt, bias *float32, width int, zt *float32, d, j0, groups int, best *float32, idx *int32)
-// Y0-Y3: accumulators of tokens 0-3, Y4-Y7: best, Y8-Y11: index,
-// Y12: lane codeword index, Y13: codeword row t, Y14: broadcast, Y15: mask.
-// zt is (d, 4): component t of token i at zt + 16t + 4i. R11: d.
-#define CMP8(ACC, BEST, IDX) \
-	VCMPPS    $0x1e, BEST, ACC, Y15; \
-	VMAXPS    BEST, ACC, BEST; \
-	VBLENDVPS Y15, Y12, IDX, IDX
-
-TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-72
-	MOVQ zt+24(FP), AX
-	MOVQ d+32(FP), R11
+// func argmaxNAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32, d int)
+// Any d; n tokens, the chunk of token i at z + i*ldz (ldz in bytes); L = 1
+// as in argmax8AVX2. Per step of 32 codewords (blocks 0-3, 8 each), two
+// chains per block: Y0-Y3 take the bias and the even components, Y4-Y7 the
+// odd ones; each component is broadcast once (Y13, Y14) and FMAed with the
+// four blocks of its codeword row. Y8: the threshold. Y9: the step's
+// maximum, Y10/Y11: scratch. R8: the component pointer, R10: the row
+// pointer, R12: components left (then slow-path scratch).
+TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-80
+	MOVQ width+16(FP), CX
+	MOVQ z+24(FP), R13
 	MOVQ best+56(FP), DI
-	MOVQ idx+64(FP), R10
+	MOVQ idx+64(FP), R9
+	LEAQ (CX*4), BX
 
-grpNavx2:
+tokNavx2:
 	MOVQ wt+0(FP), SI
 	MOVQ bias+8(FP), DX
 	MOVQ width+16(FP), CX
-	LEAQ (CX*4), BX
-	VMOVUPS 0(DI), Y4
-	VMOVUPS 32(DI), Y5
-	VMOVUPS 64(DI), Y6
-	VMOVUPS 96(DI), Y7
-	VMOVDQU 0(R10), Y8
-	VMOVDQU 32(R10), Y9
-	VMOVDQU 64(R10), Y10
-	VMOVDQU 96(R10), Y11
-	MOVQ j0+40(FP), R9
-	VMOVD R9, X15
-	VPBROADCASTD X15, Y15
-	VPADDD argmaxIota<>(SB), Y15, Y12
+	VBROADCASTSS (DI), Y8
+	MOVLQZX (R9), R11
+	MOVQ j0+40(FP), AX
 
-blockNavx2:
+loopNavx2:
 	VMOVUPS (DX), Y0
-	VMOVAPS Y0, Y1
-	VMOVAPS Y0, Y2
-	VMOVAPS Y0, Y3
-	MOVQ SI, R9
-	MOVQ AX, R12
-	MOVQ R11, R13
+	VMOVUPS 32(DX), Y1
+	VMOVUPS 64(DX), Y2
+	VMOVUPS 96(DX), Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ SI, R10
+	MOVQ R13, R8
+	MOVQ d+72(FP), R12
+	CMPQ R12, $2
+	JLT  lastNavx2
 
-tNavx2:
-	VMOVUPS (R9), Y13
-	VBROADCASTSS 0(R12), Y14
-	VFMADD231PS Y14, Y13, Y0
-	VBROADCASTSS 4(R12), Y14
-	VFMADD231PS Y14, Y13, Y1
-	VBROADCASTSS 8(R12), Y14
-	VFMADD231PS Y14, Y13, Y2
-	VBROADCASTSS 12(R12), Y14
-	VFMADD231PS Y14, Y13, Y3
-	ADDQ BX, R9
-	ADDQ $16, R12
-	DECQ R13
-	JNZ  tNavx2
+pairNavx2:
+	VBROADCASTSS (R8), Y13
+	VBROADCASTSS 4(R8), Y14
+	VFMADD231PS (R10), Y13, Y0
+	VFMADD231PS 32(R10), Y13, Y1
+	VFMADD231PS 64(R10), Y13, Y2
+	VFMADD231PS 96(R10), Y13, Y3
+	VFMADD231PS (R10)(BX*1), Y14, Y4
+	VFMADD231PS 32(R10)(BX*1), Y14, Y5
+	VFMADD231PS 64(R10)(BX*1), Y14, Y6
+	VFMADD231PS 96(R10)(BX*1), Y14, Y7
+	ADDQ $8, R8
+	LEAQ (R10)(BX*2), R10
+	SUBQ $2, R12
+	CMPQ R12, $2
+	JGE  pairNavx2
 
-	CMP8(Y0, Y4, Y8)
-	CMP8(Y1, Y5, Y9)
-	CMP8(Y2, Y6, Y10)
-	CMP8(Y3, Y7, Y11)
-	VPADDD argmaxEight<>(SB), Y12, Y12
+lastNavx2:
+	TESTQ R12, R12
+	JZ   sumNavx2
+	VBROADCASTSS (R8), Y13
+	VFMADD231PS (R10), Y13, Y0
+	VFMADD231PS 32(R10), Y13, Y1
+	VFMADD231PS 64(R10), Y13, Y2
+	VFMADD231PS 96(R10), Y13, Y3
 
-	ADDQ $32, SI
-	ADDQ $32, DX
-	SUBQ $8, CX
-	JNZ  blockNavx2
+sumNavx2:
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	VMAXPS Y1, Y0, Y9
+	VMAXPS Y3, Y2, Y10
+	VMAXPS Y10, Y9, Y9
+	VCMPPS $0x1e, Y8, Y9, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  slowNavx2
 
-	VMOVUPS Y4, 0(DI)
-	VMOVUPS Y5, 32(DI)
-	VMOVUPS Y6, 64(DI)
-	VMOVUPS Y7, 96(DI)
-	VMOVDQU Y8, 0(R10)
-	VMOVDQU Y9, 32(R10)
-	VMOVDQU Y10, 64(R10)
-	VMOVDQU Y11, 96(R10)
-	ADDQ $128, DI
-	ADDQ $128, R10
-	MOVQ R11, R9
-	SHLQ $4, R9
-	ADDQ R9, AX
-	DECQ groups+48(FP)
-	JNZ  grpNavx2
+nextNavx2:
+	ADDQ $128, SI
+	ADDQ $128, DX
+	ADDQ $32, AX
+	SUBQ $32, CX
+	JNZ  loopNavx2
+
+	VMOVSS X8, (DI)
+	MOVL R11, (R9)
+	ADDQ $4, DI
+	ADDQ $4, R9
+	ADDQ ldz+32(FP), R13
+	DECQ n+48(FP)
+	JNZ  tokNavx2
 	VZEROUPPER
 	RET
+
+slowNavx2:
+	// Y8 = the largest of the 32 scores, in every lane.
+	VPERM2F128 $0x01, Y9, Y9, Y10
+	VMAXPS Y10, Y9, Y10
+	VPERMILPS $0x4e, Y10, Y11
+	VMAXPS Y11, Y10, Y10
+	VPERMILPS $0xb1, Y10, Y11
+	VMAXPS Y11, Y10, Y8
+	// The lowest codeword scoring it: blocks in order, then the lowest lane.
+	VCMPPS $0x00, Y8, Y0, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  found0Navx2
+	VCMPPS $0x00, Y8, Y1, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  found1Navx2
+	VCMPPS $0x00, Y8, Y2, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  found2Navx2
+	VCMPPS $0x00, Y8, Y3, Y10
+	VMOVMSKPS Y10, R12
+	BSFL R12, R12
+	LEAQ 24(AX)(R12*1), R11
+	JMP  nextNavx2
+
+found0Navx2:
+	BSFL R12, R12
+	LEAQ (AX)(R12*1), R11
+	JMP  nextNavx2
+
+found1Navx2:
+	BSFL R12, R12
+	LEAQ 8(AX)(R12*1), R11
+	JMP  nextNavx2
+
+found2Navx2:
+	BSFL R12, R12
+	LEAQ 16(AX)(R12*1), R11
+	JMP  nextNavx2
 
 // ------------------------------------------------------------- AVX-512 ---
 
