@@ -27,16 +27,6 @@ GLOBL argmaxIota<>(SB), RODATA|NOPTR, $64
 DATA argmaxNegInf<>+0(SB)/4, $0xff800000
 GLOBL argmaxNegInf<>(SB), RODATA|NOPTR, $4
 
-DATA argmaxEight<>+0(SB)/4, $8
-DATA argmaxEight<>+4(SB)/4, $8
-DATA argmaxEight<>+8(SB)/4, $8
-DATA argmaxEight<>+12(SB)/4, $8
-DATA argmaxEight<>+16(SB)/4, $8
-DATA argmaxEight<>+20(SB)/4, $8
-DATA argmaxEight<>+24(SB)/4, $8
-DATA argmaxEight<>+28(SB)/4, $8
-GLOBL argmaxEight<>(SB), RODATA|NOPTR, $32
-
 DATA argmaxSixteen<>+0(SB)/4, $16
 GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
 
