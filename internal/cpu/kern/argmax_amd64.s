@@ -3,7 +3,7 @@
 // Codebook-search kernels; see argmax_amd64.go for the contract and the
 // register tile of each. Common registers: SI the codeword rows of the
 // current block (row t at SI + t*BX, BX = width*4 bytes), DX the bias of
-// the current block, CX the codewords left, AX zt, DI the running best.
+// the current block, CX the codewords left, DI the running best.
 // GT_OQ (0x1e): greater-than, false on NaN.
 
 DATA argmaxIota<>+0(SB)/4, $0
@@ -24,8 +24,6 @@ DATA argmaxIota<>+56(SB)/4, $14
 DATA argmaxIota<>+60(SB)/4, $15
 GLOBL argmaxIota<>(SB), RODATA|NOPTR, $64
 
-DATA argmaxNegInf<>+0(SB)/4, $0xff800000
-GLOBL argmaxNegInf<>(SB), RODATA|NOPTR, $4
 
 DATA argmaxSixteen<>+0(SB)/4, $16
 GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
