@@ -24,7 +24,6 @@ DATA argmaxIota<>+56(SB)/4, $14
 DATA argmaxIota<>+60(SB)/4, $15
 GLOBL argmaxIota<>(SB), RODATA|NOPTR, $64
 
-
 DATA argmaxSixteen<>+0(SB)/4, $16
 GLOBL argmaxSixteen<>(SB), RODATA|NOPTR, $4
 
