@@ -95,7 +95,7 @@ func (c *Codebook) Argmax(dst []int32, ldd int, z []float32, ldz int, n int) {
 	if ldz < c.D || ldd < 1 || len(z) < (n-1)*ldz+c.D || len(dst) < (n-1)*ldd+1 {
 		panic(fmt.Sprintf("kern.Codebook.Argmax: n=%d tokens, ldz=%d, ldd=%d, len(z)=%d, len(dst)=%d, D=%d", n, ldz, ldd, len(z), len(dst), c.D))
 	}
-	switch argmaxPath.Load() {
+	switch currentArgmaxPath() {
 	case pathAVX512:
 		c.argmaxAVX512(dst, ldd, z, ldz, n)
 	case pathAVX2:
@@ -113,16 +113,24 @@ const (
 
 var pathNames = map[int32]string{pathGeneric: PathGeneric, pathAVX2: PathAVX2, pathAVX512: PathAVX512}
 
-// argmaxPath is chosen once at start-up (argmaxInit, per architecture);
+// argmaxPath is the path Argmax runs: -1 until the first use picks the
+// fastest one (bestArgmaxPath, per architecture, which self-checks the
+// vector paths once: a few milliseconds, so not at program start);
 // SetArgmaxPath changes it for tests and benchmarks.
 var argmaxPath atomic.Int32
 
-func init() {
-	argmaxPath.Store(bestArgmaxPath())
+func init() { argmaxPath.Store(-1) }
+
+func currentArgmaxPath() int32 {
+	if p := argmaxPath.Load(); p >= 0 {
+		return p
+	}
+	argmaxPath.CompareAndSwap(-1, bestArgmaxPath())
+	return argmaxPath.Load()
 }
 
 // ArgmaxPaths returns the paths this CPU supports, fastest first; the first
-// is the one chosen at start-up.
+// is the one Argmax runs unless SetArgmaxPath says otherwise.
 func ArgmaxPaths() []string {
 	var out []string
 	for p := bestArgmaxPath(); p >= pathGeneric; p-- {
@@ -132,7 +140,7 @@ func ArgmaxPaths() []string {
 }
 
 // ArgmaxPath returns the path Argmax runs.
-func ArgmaxPath() string { return pathNames[argmaxPath.Load()] }
+func ArgmaxPath() string { return pathNames[currentArgmaxPath()] }
 
 // SetArgmaxPath makes Argmax run the named path (one of ArgmaxPaths) and
 // returns the previous one. It is meant for tests and benchmarks that
@@ -140,7 +148,9 @@ func ArgmaxPath() string { return pathNames[argmaxPath.Load()] }
 func SetArgmaxPath(name string) (prev string) {
 	for p := bestArgmaxPath(); p >= pathGeneric; p-- {
 		if pathNames[p] == name {
-			return pathNames[argmaxPath.Swap(p)]
+			prev := currentArgmaxPath()
+			argmaxPath.Store(p)
+			return pathNames[prev]
 		}
 	}
 	panic(fmt.Sprintf("kern.SetArgmaxPath: path %q is not supported here (have %v)", name, ArgmaxPaths()))
@@ -199,7 +209,7 @@ func argmaxNGo(z, w, bias []float32, V, d int) int32 {
 // make common) included.
 func argmaxSelfCheck(path int32) bool {
 	for _, d := range []int{8, 5} {
-		c, z, n := exactArgmaxCase(d, argmaxChunk+77, 37)
+		c, z, n := exactArgmaxCase(d, argmaxChunk+45, 13)
 		want, got := make([]int32, n), make([]int32, n)
 		c.argmaxGeneric(want, 1, z, d, n)
 		switch path {
@@ -217,9 +227,9 @@ func argmaxSelfCheck(path int32) bool {
 	return true
 }
 
-// exactArgmaxCase returns a codebook of V codewords of width d and n token
-// chunks with small integer components and biases (a fixed LCG), so every
-// score is an exact float32 integer.
+// exactArgmaxCase returns a codebook of V > 40 codewords of width d and n
+// token chunks with small integer components and biases (a fixed LCG), so
+// every score is an exact float32 integer.
 func exactArgmaxCase(d, V, n int) (*Codebook, []float32, int) {
 	x := uint32(12345)
 	next := func() float32 {
@@ -237,6 +247,20 @@ func exactArgmaxCase(d, V, n int) (*Codebook, []float32, int) {
 	z := make([]float32, n*d)
 	for i := range z {
 		z[i] = next()
+	}
+	// Exact ties at the top: codewords 3, 40 and V-1 (another chunk) are
+	// copies of the largest possible codeword, and every fourth token is
+	// aligned with it.
+	for _, j := range []int{3, 40, V - 1} {
+		for t := 0; t < d; t++ {
+			w[j*d+t] = 7
+		}
+		bias[j] = 7
+	}
+	for i := 0; i < n; i += 4 {
+		for t := 0; t < d; t++ {
+			z[i*d+t] = 7
+		}
 	}
 	return NewCodebook(w, bias, V, d), z, n
 }
