@@ -1,9 +1,10 @@
 package unitok
 
 import (
-	"math"
 	"sync"
 	"sync/atomic"
+
+	"github.com/unitok/unitok/internal/cpu/kern"
 )
 
 // The CPU engine: pure Go, every core, no per-token allocation. Work is cut
@@ -37,13 +38,12 @@ type cpuBackend struct {
 	dec   *projScratchPool
 	lat   sync.Pool // *[]float32 latent scratch for Encode/Decode chunks
 
-	// SIMD layouts, built only when simd.enabled: each Linear's weight in
-	// 16-column panels (packPanels), and each codebook transposed to
-	// (d, Vpad) with padding codewords scored -Inf.
+	// codebooks: the quantizer tables laid out for kern's codebook search.
+	codebooks []*kern.Codebook
+
+	// SIMD layout, built only when simd.enabled: each Linear's weight in
+	// 16-column panels (packPanels).
 	packed map[*Linear][]float32
-	qt     [][]float32
-	qbias  [][]float32
-	vpad   int
 }
 
 // simdKernels are the vector kernels; cpu_simd_amd64.go fills them in when
@@ -77,18 +77,8 @@ func newCPUBackend(m *Model, metric Metric, threads int) *cpuBackend {
 			}
 		}
 	}
-	// The vector argmax keeps the chunk in at most 64 broadcast registers.
-	if d, V := m.ChunkDim(), m.CodebookSize; simd.enabled && d <= 64 {
-		b.vpad = (V + 7) &^ 7
-		for k := range b.words {
-			b.qt = append(b.qt, packTransposed(b.words[k], V, d))
-			qb := make([]float32, b.vpad)
-			copy(qb, b.bias[k])
-			for j := V; j < b.vpad; j++ {
-				qb[j] = float32(math.Inf(-1))
-			}
-			b.qbias = append(b.qbias, qb)
-		}
+	for k := range b.words {
+		b.codebooks = append(b.codebooks, kern.NewCodebook(b.words[k], b.bias[k], m.CodebookSize, m.ChunkDim()))
 	}
 	return b
 }
@@ -105,19 +95,6 @@ func packPanels(w []float32, out, in int) []float32 {
 		}
 	}
 	return p
-}
-
-// packTransposed returns the (cols, rowsPad) transpose of a (rows, cols)
-// row-major matrix, rowsPad = rows rounded up to a multiple of 8, zero-filled.
-func packTransposed(w []float32, rows, cols int) []float32 {
-	rp := (rows + 7) &^ 7
-	out := make([]float32, cols*rp)
-	for r := 0; r < rows; r++ {
-		for c := 0; c < cols; c++ {
-			out[c*rp+r] = w[r*cols+c]
-		}
-	}
-	return out
 }
 
 // quantTables returns, per codebook, the codewords and score offsets that
