@@ -62,6 +62,22 @@ func childMain(in, out string) int {
 			}
 		}
 	}
+	// UNITOK_PREP_CHILD_STALL_BATCHES=n: the first n tokenizer calls run,
+	// every later one blocks. Unlike the commit count above, this does not
+	// race with the pipeline's read-ahead (batches are handed out in order,
+	// and a later batch can only start once an earlier one has returned).
+	if v := os.Getenv("UNITOK_PREP_CHILD_STALL_BATCHES"); v != "" {
+		n, _ := strconv.Atoi(v)
+		var calls atomic.Int32
+		testHookBatch = func() {
+			if int(calls.Add(1)) > n {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Hour):
+				}
+			}
+		}
+	}
 	var part Partition
 	if v := os.Getenv("UNITOK_PREP_CHILD_PARTITION"); v != "" {
 		if part, err = ParsePartition(v); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,15 @@ func partitionChild(t *testing.T, in, out string, p Partition, stall int, env ..
 	cmd.Env = append(os.Environ(), "UNITOK_PREP_CHILD_IN="+in, "UNITOK_PREP_CHILD_OUT="+out,
 		"UNITOK_PREP_CHILD_PARTITION="+p.String())
 	cmd.Env = append(cmd.Env, env...)
-	if stall >= 0 {
+	switch {
+	case stall < 0:
+	case slices.Contains(env, "UNITOK_PREP_CHILD_MODE=tar"):
 		cmd.Env = append(cmd.Env, fmt.Sprintf("UNITOK_PREP_CHILD_STALL=%d", stall))
+	default:
+		// .npy shards of manyShards (3 images, one per batch): stall shards
+		// complete, then one batch of the next, so the kill lands mid-shard
+		// whatever the pipeline's read-ahead did.
+		cmd.Env = append(cmd.Env, fmt.Sprintf("UNITOK_PREP_CHILD_STALL_BATCHES=%d", 3*stall+1))
 	}
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
