@@ -1,7 +1,14 @@
 // Package kern holds the CPU engine's compute kernels: the GEMM that every
 // linear layer, convolution (by im2col) and attention block of the CPU engine
 // runs on. The API here is the contract; the implementation behind it is
-// chosen once at start-up (assembly where the CPU has it, pure Go otherwise).
+// chosen once at start-up (assembly where the CPU has it, pure Go otherwise;
+// see Level).
+//
+// The GEMM is BLIS-shaped: W is packed once into 32-column k-major panels
+// (Pack), A is packed per block of rows and KC values of k into micro-panels
+// of the tile's row count, and a microkernel (AVX-512 12x32, AVX2 6x16, or
+// Go 4x16) keeps its C tile in registers for KC steps of k while the panel's
+// KC x 32 slice stays in L1.
 package kern
 
 import (
@@ -9,11 +16,27 @@ import (
 	"sync/atomic"
 )
 
+// panelWidth is the number of W rows (output columns) in one packed panel.
+const panelWidth = 32
+
+// kcMax bounds the k-block (microKernel.kc): a panel slice of kc x 32
+// floats is reused by every row tile of a block while it sits in L1.
+const kcMax = 256
+
+// mcMax bounds the rows of A packed at once (mcMax x kc floats, 128 KB,
+// stays in L2).
+const mcMax = 128
+
+// tileMax bounds mr*nr over the kernels.
+const tileMax = 16 * panelWidth
+
 // Packed is a weight matrix W (Out x In, PyTorch's nn.Linear row-major
-// layout) laid out once for Gemm. It is immutable and safe to share.
+// layout) laid out once for Gemm: ceil(Out/32) panels, panel p holding
+// W[32p+j, k] at p*In*32 + k*32 + j, zero past Out. It is immutable once
+// built (PackStrided may refill one the caller owns) and safe to share.
 type Packed struct {
 	Out, In int
-	w       []float32 // row-major (Out, In); the reference layout
+	panels  []float32
 }
 
 // Pack lays out w, an (out, in) row-major matrix, for Gemm. w is copied.
@@ -21,8 +44,59 @@ func Pack(w []float32, out, in int) *Packed {
 	if len(w) < out*in {
 		panic("kern.Pack: weight shorter than out*in")
 	}
-	return &Packed{Out: out, In: in, w: append([]float32(nil), w[:out*in]...)}
+	return PackStrided(nil, w, out, in, in, 1)
 }
+
+// PackStrided packs W[o, k] = w[o*so + k*si] for o < out, k < in (so a
+// transposed or interleaved operand packs without a copy) into p's storage
+// when p is non-nil and large enough, else into a new Packed, and returns
+// it. Reusing p lets a caller repack per block without allocating.
+func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
+	if out > 0 && in > 0 {
+		_ = w[(out-1)*so+(in-1)*si] // bounds, once
+	}
+	n := (out + panelWidth - 1) / panelWidth * panelWidth * in
+	if p == nil {
+		p = &Packed{}
+	}
+	if cap(p.panels) < n {
+		p.panels = make([]float32, n)
+	}
+	p.Out, p.In, p.panels = out, in, p.panels[:n]
+	for c0 := 0; c0 < out; c0 += panelWidth {
+		panel := p.panels[c0*in : (c0+panelWidth)*in]
+		nc := min(panelWidth, out-c0)
+		if nc < panelWidth {
+			clear(panel)
+		}
+		for j := 0; j < nc; j++ {
+			src := w[(c0+j)*so:]
+			if si == 1 {
+				for k, v := range src[:in] {
+					panel[k*panelWidth+j] = v
+				}
+			} else {
+				for k := 0; k < in; k++ {
+					panel[k*panelWidth+j] = src[k*si]
+				}
+			}
+		}
+	}
+	return p
+}
+
+// microKernel is one level's register tile: mr rows x nr columns (nr
+// divides panelWidth). run computes C = A B over kc steps for a full tile
+// (see gemm_amd64.go for the argument layout).
+type microKernel struct {
+	mr, nr int
+	kc     int // k-block, <= kcMax
+	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool)
+}
+
+// kernels is indexed by Level; the assembly levels are filled in by
+// gemm_amd64.go.
+var kernels = [...]microKernel{Generic: {mr: 4, nr: 16, kc: 256, run: kernelGeneric}, AVX2: {}, AVX512: {}}
 
 // Gemm computes, for r in [0, R) and o in [0, w.Out):
 //
@@ -30,35 +104,152 @@ func Pack(w []float32, out, in int) *Packed {
 //
 // a is (R, w.In) with row stride lda >= w.In; dst is (R, w.Out) with row
 // stride ldd >= w.Out; bias may be nil. Work is split over up to threads
-// goroutines (threads <= 1: the calling goroutine only). Rows of dst are
-// written by exactly one worker each, so the result is deterministic.
+// goroutines (threads <= 1: the calling goroutine only). Each dst value is
+// written by exactly one worker, with k summed in order in blocks of kc (the
+// old value and the bias are added after the first block), so the result
+// is deterministic and does not depend on threads.
 func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
-	gemmGeneric(dst, ldd, a, lda, R, w, bias, accumulate, threads)
-}
-
-func gemmGeneric(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
 	I, O := w.In, w.Out
-	const tr = 16
-	ParallelFor((R+tr-1)/tr, 1, threads, func(_, lo, hi int) {
-		for r := lo * tr; r < min(hi*tr, R); r++ {
-			ar := a[r*lda : r*lda+I]
-			dr := dst[r*ldd : r*ldd+O]
-			for o := 0; o < O; o++ {
-				wr := w.w[o*I : (o+1)*I]
-				var s float32
-				for k, x := range ar {
-					s += x * wr[k]
-				}
+	if R <= 0 || O <= 0 {
+		return
+	}
+	_ = dst[(R-1)*ldd+O-1]
+	if bias != nil {
+		bias = bias[:O]
+	}
+	if I == 0 {
+		for r := 0; r < R; r++ {
+			row := dst[r*ldd : r*ldd+O]
+			for o := range row {
+				v := float32(0)
 				if bias != nil {
-					s += bias[o]
+					v = bias[o]
 				}
 				if accumulate {
-					s += dr[o]
+					v += row[o]
 				}
-				dr[o] = s
+				row[o] = v
+			}
+		}
+		return
+	}
+	_ = a[(R-1)*lda+I-1]
+	mk := kernels[level]
+	kc := mk.kc
+	// Row blocks of at most mcMax rows, rounded to the tile; then, when
+	// there are too few for the threads, panel groups split the columns.
+	blocks := (R + mcMax - 1) / mcMax
+	mc := ((R+blocks-1)/blocks + mk.mr - 1) / mk.mr * mk.mr
+	blocks = (R + mc - 1) / mc
+	panels := (O + panelWidth - 1) / panelWidth
+	groups := 1
+	if threads > 1 && blocks < 2*threads {
+		groups = min(panels, (2*threads+blocks-1)/blocks)
+	}
+	ParallelFor(blocks*groups, 1, threads, func(_, lo, hi int) {
+		sp := packPool.Get().(*[]float32)
+		defer packPool.Put(sp)
+		if cap(*sp) < mc*kcMax+tileMax {
+			*sp = make([]float32, mc*kcMax+tileMax)
+		}
+		ap, tmp := (*sp)[:mc*kcMax], (*sp)[mc*kcMax:mc*kcMax+tileMax] // tmp: edge tiles
+		for it := lo; it < hi; it++ {
+			b, g := it/groups, it%groups
+			r0, r1 := b*mc, min((b+1)*mc, R)
+			p0, p1 := g*panels/groups, (g+1)*panels/groups
+			for k0 := 0; k0 < I; k0 += kc {
+				kb := min(kc, I-k0)
+				packA(ap, a, lda, r0, r1, k0, kb, mk.mr)
+				first := k0 == 0
+				for p := p0; p < p1; p++ {
+					for j0 := 0; j0 < panelWidth && p*panelWidth+j0 < O; j0 += mk.nr {
+						c0 := p*panelWidth + j0
+						nc := min(mk.nr, O-c0)
+						bp := w.panels[p*panelWidth*I+k0*panelWidth+j0:]
+						var bs []float32
+						if first && bias != nil && nc == mk.nr {
+							bs = bias[c0 : c0+nc]
+						}
+						for i0 := r0; i0 < r1; i0 += mk.mr {
+							at := ap[(i0-r0)*kb:]
+							nrow := min(mk.mr, r1-i0)
+							if nrow == mk.mr && nc == mk.nr {
+								mk.run(kb, at, bp, dst[i0*ldd+c0:], ldd, bs, !first || accumulate)
+								continue
+							}
+							t := tmp[:mk.mr*mk.nr]
+							mk.run(kb, at, bp, t, mk.nr, nil, false)
+							for i := 0; i < nrow; i++ {
+								row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
+								tr := t[i*mk.nr:]
+								for j := range row {
+									v := tr[j]
+									if first && bias != nil {
+										v += bias[c0+j]
+									}
+									if !first || accumulate {
+										v += row[j]
+									}
+									row[j] = v
+								}
+							}
+						}
+					}
+				}
 			}
 		}
 	})
+}
+
+var packPool = sync.Pool{New: func() any { return new([]float32) }}
+
+// packA writes rows [r0, r1) and k in [k0, k0+kb) of a into dst as
+// micro-panels of mr rows: micro-panel t holds A[r0+t*mr+i, k0+k] at
+// t*mr*kb + k*mr + i, zero past r1.
+func packA(dst, a []float32, lda, r0, r1, k0, kb, mr int) {
+	for t0 := r0; t0 < r1; t0 += mr {
+		mp := dst[(t0-r0)*kb : (t0-r0+mr)*kb]
+		n := min(mr, r1-t0)
+		if n < mr {
+			clear(mp)
+		}
+		for i := 0; i < n; i++ {
+			src := a[(t0+i)*lda+k0 : (t0+i)*lda+k0+kb]
+			for k, v := range src {
+				mp[k*mr+i] = v
+			}
+		}
+	}
+}
+
+// kernelGeneric is the pure-Go tile: 4 rows x 16 columns, the same
+// contract as the assembly kernels (k in order, C = acc + bias + old C).
+func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
+	var acc [4][16]float32
+	a = a[:kc*4]
+	for k := 0; k < kc; k++ {
+		bk := (*[16]float32)(b[k*panelWidth : k*panelWidth+16])
+		ak := a[k*4 : k*4+4]
+		for i := range 4 {
+			x, row := ak[i], &acc[i]
+			for j := range 16 {
+				row[j] += x * bk[j]
+			}
+		}
+	}
+	for i := range 4 {
+		row := (*[16]float32)(c[i*ldc : i*ldc+16])
+		for j := range 16 {
+			v := acc[i][j]
+			if bias != nil {
+				v += bias[j]
+			}
+			if load {
+				v += row[j]
+			}
+			row[j] = v
+		}
+	}
 }
 
 // ParallelFor runs fn over [0, n) split into contiguous pieces of at least

@@ -1,0 +1,172 @@
+// Command _asm writes gemm_amd64.s, the GEMM microkernels and the FMA-peak
+// loops of package kern, for AVX-512 (zmm) and AVX2+FMA (ymm). Run it with
+// `go generate ./internal/cpu/kern` (see the go:generate line in level.go);
+// the output is committed and CI checks that it is current.
+//
+// It is a plain text generator (no dependencies): the kernels are fully
+// unrolled over the register tile, which is what a generator is for.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log"
+	"os"
+)
+
+var out bytes.Buffer
+
+func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
+func label(s string)                { fmt.Fprintf(&out, "%s:\n", s) }
+
+// isa describes one vector width.
+type isa struct {
+	name  string // symbol suffix
+	reg   string // "Z" or "Y"
+	lanes int    // float32 per register
+	zero  string // register-zeroing instruction
+}
+
+var (
+	avx512 = isa{"512", "Z", 16, "VPXORD"}
+	avx2   = isa{"256", "Y", 8, "VXORPS"}
+)
+
+// kernel writes gemmKernel<isa>x<mr>: an mr x (cols*lanes) tile.
+// Accumulators are registers 0 .. mr*cols-1 (row-major over the tile),
+// then cols registers for the B row, then two broadcast registers
+// alternating by row so consecutive rows' broadcasts are independent.
+func kernel(s isa, mr, cols int) {
+	nr := cols * s.lanes
+	name := fmt.Sprintf("gemmKernel%sx%d", s.name, mr)
+	acc := func(i, j int) string { return fmt.Sprintf("%s%d", s.reg, i*cols+j) }
+	breg := func(j int) string { return fmt.Sprintf("%s%d", s.reg, mr*cols+j) }
+	bc := func(i int) string { return fmt.Sprintf("%s%d", s.reg, mr*cols+cols+i%2) }
+	if mr*cols+cols+2 > 32 || (s.reg == "Y" && mr*cols+cols+2 > 16) {
+		log.Fatalf("%s: tile %dx%d needs too many registers", name, mr, nr)
+	}
+	fmt.Fprintf(&out, "// func %s(kc int, a, b, c *float32, ldc int, bias *float32, load int)\n", name)
+	fmt.Fprintf(&out, "// %d x %d tile: %d accumulators, B row in %d registers, A broadcast.\n", mr, nr, mr*cols, cols)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	p("MOVQ kc+0(FP), CX")
+	p("MOVQ a+8(FP), AX")
+	p("MOVQ b+16(FP), BX")
+	p("MOVQ c+24(FP), DX")
+	p("MOVQ ldc+32(FP), R8")
+	p("SHLQ $2, R8")
+	p("MOVQ bias+40(FP), R9")
+	p("MOVQ load+48(FP), R10")
+	for i := 0; i < mr; i++ {
+		for j := 0; j < cols; j++ {
+			p("%s %s, %s, %s", s.zero, acc(i, j), acc(i, j), acc(i, j))
+		}
+	}
+	// One k step: the B row (cols registers, 128 bytes apart per k: the
+	// panel is 32 floats wide whatever the tile width), then for each row
+	// a broadcast of A and cols FMAs.
+	step := func(k int) {
+		for j := 0; j < cols; j++ {
+			p("VMOVUPS %d(BX), %s", k*128+j*4*s.lanes, breg(j))
+		}
+		for i := 0; i < mr; i++ {
+			p("VBROADCASTSS %d(AX), %s", (k*mr+i)*4, bc(i))
+			for j := 0; j < cols; j++ {
+				p("VFMADD231PS %s, %s, %s", bc(i), breg(j), acc(i, j))
+			}
+		}
+	}
+	const unroll = 4
+	p("CMPQ CX, $%d", unroll)
+	p("JLT %s_tail", name)
+	label(name + "_loop4")
+	for k := 0; k < unroll; k++ {
+		step(k)
+	}
+	p("ADDQ $%d, AX", unroll*mr*4)
+	p("ADDQ $%d, BX", unroll*128)
+	p("SUBQ $%d, CX", unroll)
+	p("CMPQ CX, $%d", unroll)
+	p("JGE %s_loop4", name)
+	label(name + "_tail")
+	p("TESTQ CX, CX")
+	p("JEQ %s_epilogue", name)
+	label(name + "_loop1")
+	step(0)
+	p("ADDQ $%d, AX", mr*4)
+	p("ADDQ $128, BX")
+	p("DECQ CX")
+	p("JNZ %s_loop1", name)
+	label(name + "_epilogue")
+	p("TESTQ R9, R9")
+	p("JEQ %s_nobias", name)
+	for j := 0; j < cols; j++ {
+		p("VMOVUPS %d(R9), %s", j*4*s.lanes, breg(j))
+	}
+	for i := 0; i < mr; i++ {
+		for j := 0; j < cols; j++ {
+			p("VADDPS %s, %s, %s", breg(j), acc(i, j), acc(i, j))
+		}
+	}
+	label(name + "_nobias")
+	p("TESTQ R10, R10")
+	p("JEQ %s_store", name)
+	p("MOVQ DX, R11")
+	for i := 0; i < mr; i++ {
+		for j := 0; j < cols; j++ {
+			p("VADDPS %d(R11), %s, %s", j*4*s.lanes, acc(i, j), acc(i, j))
+		}
+		if i < mr-1 {
+			p("ADDQ R8, R11")
+		}
+	}
+	label(name + "_store")
+	for i := 0; i < mr; i++ {
+		for j := 0; j < cols; j++ {
+			p("VMOVUPS %s, %d(DX)", acc(i, j), j*4*s.lanes)
+		}
+		if i < mr-1 {
+			p("ADDQ R8, DX")
+		}
+	}
+	p("VZEROUPPER")
+	p("RET")
+	out.WriteString("\n")
+}
+
+// peak writes fmaPeak<isa>(n int): n iterations of chains independent
+// VFMADD231PS chains (no loads), the FMA throughput ceiling.
+func peak(s isa, chains int) {
+	name := "fmaPeak" + s.name
+	fmt.Fprintf(&out, "// func %s(n int)\n", name)
+	fmt.Fprintf(&out, "// %d independent FMA chains per iteration: %d flop.\n", chains, chains*s.lanes*2)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-8\n", name)
+	p("MOVQ n+0(FP), CX")
+	for i := 0; i < chains+2; i++ {
+		p("%s %s%d, %s%d, %s%d", s.zero, s.reg, i, s.reg, i, s.reg, i)
+	}
+	p("TESTQ CX, CX")
+	p("JEQ %s_done", name)
+	label(name + "_loop")
+	for i := 0; i < chains; i++ {
+		p("VFMADD231PS %s%d, %s%d, %s%d", s.reg, chains, s.reg, chains+1, s.reg, i)
+	}
+	p("DECQ CX")
+	p("JNZ %s_loop", name)
+	label(name + "_done")
+	p("VZEROUPPER")
+	p("RET")
+	out.WriteString("\n")
+}
+
+func main() {
+	out.WriteString("// Code generated by internal/cpu/kern/_asm; DO NOT EDIT.\n\n")
+	out.WriteString("//go:build !purego\n\n")
+	out.WriteString("#include \"textflag.h\"\n\n")
+	kernel(avx512, 12, 2)
+	kernel(avx2, 6, 2)
+	peak(avx512, 24)
+	peak(avx2, 12)
+	if err := os.WriteFile("gemm_amd64.s", out.Bytes(), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
