@@ -652,3 +652,260 @@ fmaPeak256_done:
 	VZEROUPPER
 	RET
 
+DATA vecconst<>+0(SB)/4, $0xc2ae0000
+DATA vecconst<>+4(SB)/4, $0xc2ae0000
+DATA vecconst<>+8(SB)/4, $0xc2ae0000
+DATA vecconst<>+12(SB)/4, $0xc2ae0000
+DATA vecconst<>+16(SB)/4, $0xc2ae0000
+DATA vecconst<>+20(SB)/4, $0xc2ae0000
+DATA vecconst<>+24(SB)/4, $0xc2ae0000
+DATA vecconst<>+28(SB)/4, $0xc2ae0000
+DATA vecconst<>+32(SB)/4, $0x42b00000
+DATA vecconst<>+36(SB)/4, $0x42b00000
+DATA vecconst<>+40(SB)/4, $0x42b00000
+DATA vecconst<>+44(SB)/4, $0x42b00000
+DATA vecconst<>+48(SB)/4, $0x42b00000
+DATA vecconst<>+52(SB)/4, $0x42b00000
+DATA vecconst<>+56(SB)/4, $0x42b00000
+DATA vecconst<>+60(SB)/4, $0x42b00000
+DATA vecconst<>+64(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+68(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+72(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+76(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+80(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+84(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+88(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+92(SB)/4, $0x3fb8aa3b
+DATA vecconst<>+96(SB)/4, $0x3f318000
+DATA vecconst<>+100(SB)/4, $0x3f318000
+DATA vecconst<>+104(SB)/4, $0x3f318000
+DATA vecconst<>+108(SB)/4, $0x3f318000
+DATA vecconst<>+112(SB)/4, $0x3f318000
+DATA vecconst<>+116(SB)/4, $0x3f318000
+DATA vecconst<>+120(SB)/4, $0x3f318000
+DATA vecconst<>+124(SB)/4, $0x3f318000
+DATA vecconst<>+128(SB)/4, $0xb95e8083
+DATA vecconst<>+132(SB)/4, $0xb95e8083
+DATA vecconst<>+136(SB)/4, $0xb95e8083
+DATA vecconst<>+140(SB)/4, $0xb95e8083
+DATA vecconst<>+144(SB)/4, $0xb95e8083
+DATA vecconst<>+148(SB)/4, $0xb95e8083
+DATA vecconst<>+152(SB)/4, $0xb95e8083
+DATA vecconst<>+156(SB)/4, $0xb95e8083
+DATA vecconst<>+160(SB)/4, $0x39506967
+DATA vecconst<>+164(SB)/4, $0x39506967
+DATA vecconst<>+168(SB)/4, $0x39506967
+DATA vecconst<>+172(SB)/4, $0x39506967
+DATA vecconst<>+176(SB)/4, $0x39506967
+DATA vecconst<>+180(SB)/4, $0x39506967
+DATA vecconst<>+184(SB)/4, $0x39506967
+DATA vecconst<>+188(SB)/4, $0x39506967
+DATA vecconst<>+192(SB)/4, $0x3ab743ce
+DATA vecconst<>+196(SB)/4, $0x3ab743ce
+DATA vecconst<>+200(SB)/4, $0x3ab743ce
+DATA vecconst<>+204(SB)/4, $0x3ab743ce
+DATA vecconst<>+208(SB)/4, $0x3ab743ce
+DATA vecconst<>+212(SB)/4, $0x3ab743ce
+DATA vecconst<>+216(SB)/4, $0x3ab743ce
+DATA vecconst<>+220(SB)/4, $0x3ab743ce
+DATA vecconst<>+224(SB)/4, $0x3c088908
+DATA vecconst<>+228(SB)/4, $0x3c088908
+DATA vecconst<>+232(SB)/4, $0x3c088908
+DATA vecconst<>+236(SB)/4, $0x3c088908
+DATA vecconst<>+240(SB)/4, $0x3c088908
+DATA vecconst<>+244(SB)/4, $0x3c088908
+DATA vecconst<>+248(SB)/4, $0x3c088908
+DATA vecconst<>+252(SB)/4, $0x3c088908
+DATA vecconst<>+256(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+260(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+264(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+268(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+272(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+276(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+280(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+284(SB)/4, $0x3d2aa9c1
+DATA vecconst<>+288(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+292(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+296(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+300(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+304(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+308(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+312(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+316(SB)/4, $0x3e2aaaaa
+DATA vecconst<>+320(SB)/4, $0x3f000000
+DATA vecconst<>+324(SB)/4, $0x3f000000
+DATA vecconst<>+328(SB)/4, $0x3f000000
+DATA vecconst<>+332(SB)/4, $0x3f000000
+DATA vecconst<>+336(SB)/4, $0x3f000000
+DATA vecconst<>+340(SB)/4, $0x3f000000
+DATA vecconst<>+344(SB)/4, $0x3f000000
+DATA vecconst<>+348(SB)/4, $0x3f000000
+DATA vecconst<>+352(SB)/4, $0x3f800000
+DATA vecconst<>+356(SB)/4, $0x3f800000
+DATA vecconst<>+360(SB)/4, $0x3f800000
+DATA vecconst<>+364(SB)/4, $0x3f800000
+DATA vecconst<>+368(SB)/4, $0x3f800000
+DATA vecconst<>+372(SB)/4, $0x3f800000
+DATA vecconst<>+376(SB)/4, $0x3f800000
+DATA vecconst<>+380(SB)/4, $0x3f800000
+DATA vecconst<>+384(SB)/4, $0x0000007f
+DATA vecconst<>+388(SB)/4, $0x0000007f
+DATA vecconst<>+392(SB)/4, $0x0000007f
+DATA vecconst<>+396(SB)/4, $0x0000007f
+DATA vecconst<>+400(SB)/4, $0x0000007f
+DATA vecconst<>+404(SB)/4, $0x0000007f
+DATA vecconst<>+408(SB)/4, $0x0000007f
+DATA vecconst<>+412(SB)/4, $0x0000007f
+DATA vecconst<>+416(SB)/4, $0x3d372713
+DATA vecconst<>+420(SB)/4, $0x3d372713
+DATA vecconst<>+424(SB)/4, $0x3d372713
+DATA vecconst<>+428(SB)/4, $0x3d372713
+DATA vecconst<>+432(SB)/4, $0x3d372713
+DATA vecconst<>+436(SB)/4, $0x3d372713
+DATA vecconst<>+440(SB)/4, $0x3d372713
+DATA vecconst<>+444(SB)/4, $0x3d372713
+DATA vecconst<>+448(SB)/4, $0xbfcc422a
+DATA vecconst<>+452(SB)/4, $0xbfcc422a
+DATA vecconst<>+456(SB)/4, $0xbfcc422a
+DATA vecconst<>+460(SB)/4, $0xbfcc422a
+DATA vecconst<>+464(SB)/4, $0xbfcc422a
+DATA vecconst<>+468(SB)/4, $0xbfcc422a
+DATA vecconst<>+472(SB)/4, $0xbfcc422a
+DATA vecconst<>+476(SB)/4, $0xbfcc422a
+GLOBL vecconst<>(SB), RODATA|NOPTR, $480
+
+// func expShiftAVX2(x *float32, n int, scale, shift float32) float32
+// x[i] = exp(x[i]*scale - shift) (one fused rounding for the argument),
+// returns the sum of the new values; n a multiple of 8.
+TEXT ·expShiftAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	VBROADCASTSS scale+16(FP), Y6
+	VBROADCASTSS shift+20(FP), Y7
+	VXORPS Y4, Y4, Y4
+	SHRQ $3, CX
+	JEQ expShift_done
+expShift_loop:
+	VMOVUPS (AX), Y0
+	VFMSUB213PS Y7, Y6, Y0
+	VMAXPS vecconst<>+0(SB), Y0, Y0
+	VMINPS vecconst<>+32(SB), Y0, Y0
+	VMULPS vecconst<>+64(SB), Y0, Y1
+	VROUNDPS $0, Y1, Y1
+	VFNMADD231PS vecconst<>+96(SB), Y1, Y0
+	VFNMADD231PS vecconst<>+128(SB), Y1, Y0
+	VMOVUPS vecconst<>+160(SB), Y2
+	VFMADD213PS vecconst<>+192(SB), Y0, Y2
+	VFMADD213PS vecconst<>+224(SB), Y0, Y2
+	VFMADD213PS vecconst<>+256(SB), Y0, Y2
+	VFMADD213PS vecconst<>+288(SB), Y0, Y2
+	VFMADD213PS vecconst<>+320(SB), Y0, Y2
+	VMULPS Y0, Y0, Y3
+	VFMADD213PS Y0, Y3, Y2
+	VADDPS vecconst<>+352(SB), Y2, Y2
+	VCVTPS2DQ Y1, Y1
+	VPADDD vecconst<>+384(SB), Y1, Y1
+	VPSLLD $23, Y1, Y1
+	VMULPS Y1, Y2, Y0
+	VMOVUPS Y0, (AX)
+	VADDPS Y0, Y4, Y4
+	ADDQ $32, AX
+	DECQ CX
+	JNZ expShift_loop
+expShift_done:
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	VPERMILPS $0x4e, X4, X5
+	VADDPS X5, X4, X4
+	VPERMILPS $0xb1, X4, X5
+	VADDPS X5, X4, X4
+	VZEROUPPER
+	MOVSS X4, ret+24(FP)
+	RET
+
+// func maxAVX2(x *float32, n int) float32
+// max of x[0:n]; n a positive multiple of 8.
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	VMOVUPS (AX), Y4
+	SHRQ $3, CX
+max_loop:
+	VMAXPS (AX), Y4, Y4
+	ADDQ $32, AX
+	DECQ CX
+	JNZ max_loop
+	VEXTRACTF128 $1, Y4, X5
+	VMAXPS X5, X4, X4
+	VPERMILPS $0x4e, X4, X5
+	VMAXPS X5, X4, X4
+	VPERMILPS $0xb1, X4, X5
+	VMAXPS X5, X4, X4
+	VZEROUPPER
+	MOVSS X4, ret+16(FP)
+	RET
+
+// func scaleAVX2(x *float32, n int, s float32)
+// x[i] *= s; n a multiple of 8.
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	VBROADCASTSS s+16(FP), Y1
+	SHRQ $3, CX
+	JEQ scale_done
+scale_loop:
+	VMULPS (AX), Y1, Y0
+	VMOVUPS Y0, (AX)
+	ADDQ $32, AX
+	DECQ CX
+	JNZ scale_loop
+scale_done:
+	VZEROUPPER
+	RET
+
+// func gegluAVX2(gate, val *float32, n int)
+// gate[i] = gelu_tanh(gate[i]) * val[i] as x / (1 + exp(-2y)) * val,
+// y = sqrt(2/pi) (x + 0.044715 x^3); n a multiple of 8.
+TEXT ·gegluAVX2(SB), NOSPLIT, $0-24
+	MOVQ gate+0(FP), AX
+	MOVQ val+8(FP), BX
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JEQ geglu_done
+geglu_loop:
+	VMOVUPS (AX), Y5
+	VMULPS Y5, Y5, Y0
+	VMULPS vecconst<>+416(SB), Y0, Y0
+	VFMADD213PS Y5, Y5, Y0
+	VMULPS vecconst<>+448(SB), Y0, Y0
+	VMAXPS vecconst<>+0(SB), Y0, Y0
+	VMINPS vecconst<>+32(SB), Y0, Y0
+	VMULPS vecconst<>+64(SB), Y0, Y1
+	VROUNDPS $0, Y1, Y1
+	VFNMADD231PS vecconst<>+96(SB), Y1, Y0
+	VFNMADD231PS vecconst<>+128(SB), Y1, Y0
+	VMOVUPS vecconst<>+160(SB), Y2
+	VFMADD213PS vecconst<>+192(SB), Y0, Y2
+	VFMADD213PS vecconst<>+224(SB), Y0, Y2
+	VFMADD213PS vecconst<>+256(SB), Y0, Y2
+	VFMADD213PS vecconst<>+288(SB), Y0, Y2
+	VFMADD213PS vecconst<>+320(SB), Y0, Y2
+	VMULPS Y0, Y0, Y3
+	VFMADD213PS Y0, Y3, Y2
+	VADDPS vecconst<>+352(SB), Y2, Y2
+	VCVTPS2DQ Y1, Y1
+	VPADDD vecconst<>+384(SB), Y1, Y1
+	VPSLLD $23, Y1, Y1
+	VMULPS Y1, Y2, Y0
+	VADDPS vecconst<>+352(SB), Y0, Y0
+	VDIVPS Y0, Y5, Y5
+	VMULPS (BX), Y5, Y5
+	VMOVUPS Y5, (AX)
+	ADDQ $32, AX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ geglu_loop
+geglu_done:
+	VZEROUPPER
+	RET
+

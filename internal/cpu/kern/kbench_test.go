@@ -47,4 +47,6 @@ func BenchmarkKC(b *testing.B) {
 	}
 }
 
-func fmtInt(k int) string { return string(rune('0'+k/100)) + string(rune('0'+k/10%10)) + string(rune('0'+k%10)) }
+func fmtInt(k int) string {
+	return string(rune('0'+k/100)) + string(rune('0'+k/10%10)) + string(rune('0'+k%10))
+}

@@ -17,7 +17,7 @@ import (
 var out bytes.Buffer
 
 func p(format string, args ...any) { fmt.Fprintf(&out, "\t"+format+"\n", args...) }
-func label(s string)                { fmt.Fprintf(&out, "%s:\n", s) }
+func label(s string)               { fmt.Fprintf(&out, "%s:\n", s) }
 
 // isa describes one vector width.
 type isa struct {
@@ -158,6 +158,179 @@ func peak(s isa, chains int) {
 	out.WriteString("\n")
 }
 
+// Constants of the vector math, each replicated over 8 lanes in
+// vecconst<>: name -> offset.
+var consts = []struct {
+	name string
+	bits uint32
+}{
+	{"lo", 0xc2ae0000},    // -87
+	{"hi", 0x42b00000},    // 88
+	{"log2e", 0x3fb8aa3b}, // 1.44269504088896341
+	{"c1", 0x3f318000},    // 0.693359375
+	{"c2", 0xb95e8083},    // -2.12194440e-4
+	{"p0", 0x39506967},    // 1.9875691500e-4
+	{"p1", 0x3ab743ce},    // 1.3981999507e-3
+	{"p2", 0x3c088908},    // 8.3334519073e-3
+	{"p3", 0x3d2aa9c1},    // 4.1665795894e-2
+	{"p4", 0x3e2aaaaa},    // 1.6666665459e-1
+	{"p5", 0x3f000000},    // 5.0000001201e-1
+	{"one", 0x3f800000},   // 1
+	{"i127", 127},         // exponent bias (int32)
+	{"gk1", 0x3d372713},   // 0.044715
+	{"gk0", 0xbfcc422a},   // -2 sqrt(2/pi)
+}
+
+func c(name string) string {
+	for i, k := range consts {
+		if k.name == name {
+			return fmt.Sprintf("vecconst<>+%d(SB)", i*32)
+		}
+	}
+	log.Fatalf("no constant %s", name)
+	return ""
+}
+
+// expY0 writes exp(Y0) into Y0 (temporaries Y1-Y3): Cephes' expf, n =
+// round(v log2 e), r = v - n ln 2 in two parts (fused), a degree-5
+// polynomial in r, then 2^n through the exponent bits; v clamped to
+// [-87, 88].
+func expY0() {
+	p("VMAXPS %s, Y0, Y0", c("lo"))
+	p("VMINPS %s, Y0, Y0", c("hi"))
+	p("VMULPS %s, Y0, Y1", c("log2e"))
+	p("VROUNDPS $0, Y1, Y1")
+	p("VFNMADD231PS %s, Y1, Y0", c("c1"))
+	p("VFNMADD231PS %s, Y1, Y0", c("c2"))
+	p("VMOVUPS %s, Y2", c("p0"))
+	for _, k := range []string{"p1", "p2", "p3", "p4", "p5"} {
+		p("VFMADD213PS %s, Y0, Y2", c(k))
+	}
+	p("VMULPS Y0, Y0, Y3")
+	p("VFMADD213PS Y0, Y3, Y2")
+	p("VADDPS %s, Y2, Y2", c("one"))
+	p("VCVTPS2DQ Y1, Y1")
+	p("VPADDD %s, Y1, Y1", c("i127"))
+	p("VPSLLD $23, Y1, Y1")
+	p("VMULPS Y1, Y2, Y0")
+}
+
+// hsum8 reduces Y4's 8 lanes into X4 lane 0 (X5 temporary).
+func hsum(op string) {
+	p("VEXTRACTF128 $1, Y4, X5")
+	p("%s X5, X4, X4", op)
+	p("VPERMILPS $0x4e, X4, X5")
+	p("%s X5, X4, X4", op)
+	p("VPERMILPS $0xb1, X4, X5")
+	p("%s X5, X4, X4", op)
+}
+
+func vec() {
+	for i, k := range consts {
+		for l := 0; l < 8; l++ {
+			fmt.Fprintf(&out, "DATA vecconst<>+%d(SB)/4, $0x%08x\n", i*32+l*4, k.bits)
+		}
+	}
+	fmt.Fprintf(&out, "GLOBL vecconst<>(SB), RODATA|NOPTR, $%d\n\n", len(consts)*32)
+
+	out.WriteString(`// func expShiftAVX2(x *float32, n int, scale, shift float32) float32
+// x[i] = exp(x[i]*scale - shift) (one fused rounding for the argument),
+// returns the sum of the new values; n a multiple of 8.
+TEXT ·expShiftAVX2(SB), NOSPLIT, $0-28
+`)
+	p("MOVQ x+0(FP), AX")
+	p("MOVQ n+8(FP), CX")
+	p("VBROADCASTSS scale+16(FP), Y6")
+	p("VBROADCASTSS shift+20(FP), Y7")
+	p("VXORPS Y4, Y4, Y4")
+	p("SHRQ $3, CX")
+	p("JEQ expShift_done")
+	label("expShift_loop")
+	p("VMOVUPS (AX), Y0")
+	p("VFMSUB213PS Y7, Y6, Y0")
+	expY0()
+	p("VMOVUPS Y0, (AX)")
+	p("VADDPS Y0, Y4, Y4")
+	p("ADDQ $32, AX")
+	p("DECQ CX")
+	p("JNZ expShift_loop")
+	label("expShift_done")
+	hsum("VADDPS")
+	p("VZEROUPPER")
+	p("MOVSS X4, ret+24(FP)")
+	p("RET")
+	out.WriteString("\n")
+
+	out.WriteString(`// func maxAVX2(x *float32, n int) float32
+// max of x[0:n]; n a positive multiple of 8.
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+`)
+	p("MOVQ x+0(FP), AX")
+	p("MOVQ n+8(FP), CX")
+	p("VMOVUPS (AX), Y4")
+	p("SHRQ $3, CX")
+	label("max_loop")
+	p("VMAXPS (AX), Y4, Y4")
+	p("ADDQ $32, AX")
+	p("DECQ CX")
+	p("JNZ max_loop")
+	hsum("VMAXPS")
+	p("VZEROUPPER")
+	p("MOVSS X4, ret+16(FP)")
+	p("RET")
+	out.WriteString("\n")
+
+	out.WriteString(`// func scaleAVX2(x *float32, n int, s float32)
+// x[i] *= s; n a multiple of 8.
+TEXT ·scaleAVX2(SB), NOSPLIT, $0-20
+`)
+	p("MOVQ x+0(FP), AX")
+	p("MOVQ n+8(FP), CX")
+	p("VBROADCASTSS s+16(FP), Y1")
+	p("SHRQ $3, CX")
+	p("JEQ scale_done")
+	label("scale_loop")
+	p("VMULPS (AX), Y1, Y0")
+	p("VMOVUPS Y0, (AX)")
+	p("ADDQ $32, AX")
+	p("DECQ CX")
+	p("JNZ scale_loop")
+	label("scale_done")
+	p("VZEROUPPER")
+	p("RET")
+	out.WriteString("\n")
+
+	out.WriteString(`// func gegluAVX2(gate, val *float32, n int)
+// gate[i] = gelu_tanh(gate[i]) * val[i] as x / (1 + exp(-2y)) * val,
+// y = sqrt(2/pi) (x + 0.044715 x^3); n a multiple of 8.
+TEXT ·gegluAVX2(SB), NOSPLIT, $0-24
+`)
+	p("MOVQ gate+0(FP), AX")
+	p("MOVQ val+8(FP), BX")
+	p("MOVQ n+16(FP), CX")
+	p("SHRQ $3, CX")
+	p("JEQ geglu_done")
+	label("geglu_loop")
+	p("VMOVUPS (AX), Y5")
+	p("VMULPS Y5, Y5, Y0")
+	p("VMULPS %s, Y0, Y0", c("gk1"))
+	p("VFMADD213PS Y5, Y5, Y0")
+	p("VMULPS %s, Y0, Y0", c("gk0"))
+	expY0()
+	p("VADDPS %s, Y0, Y0", c("one"))
+	p("VDIVPS Y0, Y5, Y5")
+	p("VMULPS (BX), Y5, Y5")
+	p("VMOVUPS Y5, (AX)")
+	p("ADDQ $32, AX")
+	p("ADDQ $32, BX")
+	p("DECQ CX")
+	p("JNZ geglu_loop")
+	label("geglu_done")
+	p("VZEROUPPER")
+	p("RET")
+	out.WriteString("\n")
+}
+
 func main() {
 	out.WriteString("// Code generated by internal/cpu/kern/_asm; DO NOT EDIT.\n\n")
 	out.WriteString("//go:build !purego\n\n")
@@ -166,6 +339,7 @@ func main() {
 	kernel(avx2, 6, 2)
 	peak(avx512, 24)
 	peak(avx2, 12)
+	vec()
 	if err := os.WriteFile("gemm_amd64.s", out.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
