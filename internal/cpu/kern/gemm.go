@@ -69,15 +69,21 @@ func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
 		if nc < panelWidth {
 			clear(panel)
 		}
-		for j := 0; j < nc; j++ {
-			src := w[(c0+j)*so:]
-			if si == 1 {
-				for k, v := range src[:in] {
+		switch {
+		case si == 1: // rows of W contiguous: read each row once
+			for j := 0; j < nc; j++ {
+				for k, v := range w[(c0+j)*so : (c0+j)*so+in] {
 					panel[k*panelWidth+j] = v
 				}
-			} else {
+			}
+		case so == 1: // columns of W contiguous (a transposed operand)
+			for k := 0; k < in; k++ {
+				copy(panel[k*panelWidth:k*panelWidth+nc], w[c0+k*si:c0+k*si+nc])
+			}
+		default:
+			for j := 0; j < nc; j++ {
 				for k := 0; k < in; k++ {
-					panel[k*panelWidth+j] = src[k*si]
+					panel[k*panelWidth+j] = w[(c0+j)*so+k*si]
 				}
 			}
 		}
