@@ -92,12 +92,12 @@ func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
 }
 
 // microKernel is one level's register tile: mr rows x nr columns (nr
-// divides panelWidth). run computes C = A B over kc steps for a full tile
-// (see gemm_amd64.go for the argument layout).
+// divides panelWidth). run computes C = A B over kc steps for tiles full
+// tiles down the rows (see gemm_amd64.go for the argument layout).
 type microKernel struct {
 	mr, nr int
 	kc     int // k-block, <= kcMax
-	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool)
+	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int)
 }
 
 // kernels is indexed by Level; the assembly levels are filled in by
@@ -176,15 +176,17 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 						if first && bias != nil && nc == mk.nr {
 							bs = bias[c0 : c0+nc]
 						}
-						for i0 := r0; i0 < r1; i0 += mk.mr {
+						full := (r1 - r0) / mk.mr
+						if full > 0 && nc == mk.nr {
+							mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || accumulate, full)
+						} else {
+							full = 0
+						}
+						for i0 := r0 + full*mk.mr; i0 < r1; i0 += mk.mr {
 							at := ap[(i0-r0)*kb:]
 							nrow := min(mk.mr, r1-i0)
-							if nrow == mk.mr && nc == mk.nr {
-								mk.run(kb, at, bp, dst[i0*ldd+c0:], ldd, bs, !first || accumulate)
-								continue
-							}
 							t := tmp[:mk.mr*mk.nr]
-							mk.run(kb, at, bp, t, mk.nr, nil, false)
+							mk.run(kb, at, bp, t, mk.nr, nil, false, 1)
 							for i := 0; i < nrow; i++ {
 								row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
 								tr := t[i*mk.nr:]
@@ -230,7 +232,13 @@ func packA(dst, a []float32, lda, r0, r1, k0, kb, mr int) {
 
 // kernelGeneric is the pure-Go tile: 4 rows x 16 columns, the same
 // contract as the assembly kernels (k in order, C = acc + bias + old C).
-func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
+func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int) {
+	for t := 0; t < tiles; t++ {
+		kernelGeneric1(kc, a[t*kc*4:], b, c[t*4*ldc:], ldc, bias, load)
+	}
+}
+
+func kernelGeneric1(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
 	var acc [4][16]float32
 	a = a[:kc*4]
 	for k := 0; k < kc; k++ {

@@ -11,6 +11,8 @@ package kern
 //	c:    C[0, 0] of the tile, rows ldc floats apart
 //	bias: nil, or the tile's nr bias values, added to every row
 //	load: nonzero adds the tile's old C values
+//	tiles: how many tiles, down the rows: tile t reads the micro-panel
+//	      at a + t*mr*kc and writes C rows [t*mr, (t+1)*mr)
 //
 // and stores C = acc (+ bias) (+ old C). k runs in order, one FMA per
 // product, so each C value is a fixed sequence of roundings.
@@ -20,14 +22,14 @@ package kern
 // A broadcast (VBROADCASTSS) alternately into Z26/Z27, VFMADD231PS.
 //
 //go:noescape
-func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int)
+func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
 
 // gemmKernel256x6 is the AVX2 tile: 6 rows x 16 columns (half a panel),
 // 12 ymm accumulators (Y0-Y11), the B row in Y12-Y13, A broadcast into
 // Y14/Y15, VFMADD231PS.
 //
 //go:noescape
-func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int)
+func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
 
 // fmaPeak512 runs n iterations of 24 independent zmm VFMADD231PS (768 flop).
 //
@@ -39,7 +41,7 @@ func fmaPeak512(n int)
 //go:noescape
 func fmaPeak256(n int)
 
-var kc512, kc256 = 256, 128
+var kc512, kc256 = 256, 256
 
 func init() {
 	kernels[AVX512] = microKernel{mr: 12, nr: 32, kc: kc512, run: run512}
@@ -48,24 +50,24 @@ func init() {
 	peaks[AVX2] = peakLoop{flop: 192, run: fmaPeak256}
 }
 
-func run512(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
-	_, _ = a[kc*12-1], b[(kc-1)*panelWidth+31]
-	_ = c[11*ldc+31]
+func run512(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int) {
+	_, _ = a[tiles*kc*12-1], b[(kc-1)*panelWidth+31]
+	_ = c[(tiles*12-1)*ldc+31]
 	var bp *float32
 	if bias != nil {
 		bp = &bias[:32][0]
 	}
-	gemmKernel512x12(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load))
+	gemmKernel512x12(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles)
 }
 
-func run256(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
-	_, _ = a[kc*6-1], b[(kc-1)*panelWidth+15]
-	_ = c[5*ldc+15]
+func run256(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int) {
+	_, _ = a[tiles*kc*6-1], b[(kc-1)*panelWidth+15]
+	_ = c[(tiles*6-1)*ldc+15]
 	var bp *float32
 	if bias != nil {
 		bp = &bias[:16][0]
 	}
-	gemmKernel256x6(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load))
+	gemmKernel256x6(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles)
 }
 
 func b2i(b bool) int {

@@ -4,9 +4,10 @@
 
 #include "textflag.h"
 
-// func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int)
-// 12 x 32 tile: 24 accumulators, B row in 2 registers, A broadcast.
-TEXT ·gemmKernel512x12(SB), NOSPLIT, $0-56
+// func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
+// 12 x 32 tile: 24 accumulators, B row in 2 registers, A broadcast;
+// tiles consecutive A micro-panels into tiles C blocks 12 rows apart.
+TEXT ·gemmKernel512x12(SB), NOSPLIT, $0-64
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -15,6 +16,14 @@ TEXT ·gemmKernel512x12(SB), NOSPLIT, $0-56
 	SHLQ $2, R8
 	MOVQ bias+40(FP), R9
 	MOVQ load+48(FP), R10
+	MOVQ tiles+56(FP), R12
+	MOVQ BX, SI
+	MOVQ CX, DI
+	TESTQ R12, R12
+	JEQ gemmKernel512x12_done
+gemmKernel512x12_tile:
+	MOVQ SI, BX
+	MOVQ DI, CX
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -349,12 +358,17 @@ gemmKernel512x12_store:
 	ADDQ R8, DX
 	VMOVUPS Z22, 0(DX)
 	VMOVUPS Z23, 64(DX)
+	ADDQ R8, DX
+	DECQ R12
+	JNZ gemmKernel512x12_tile
+gemmKernel512x12_done:
 	VZEROUPPER
 	RET
 
-// func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int)
-// 6 x 16 tile: 12 accumulators, B row in 2 registers, A broadcast.
-TEXT ·gemmKernel256x6(SB), NOSPLIT, $0-56
+// func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
+// 6 x 16 tile: 12 accumulators, B row in 2 registers, A broadcast;
+// tiles consecutive A micro-panels into tiles C blocks 6 rows apart.
+TEXT ·gemmKernel256x6(SB), NOSPLIT, $0-64
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -363,6 +377,14 @@ TEXT ·gemmKernel256x6(SB), NOSPLIT, $0-56
 	SHLQ $2, R8
 	MOVQ bias+40(FP), R9
 	MOVQ load+48(FP), R10
+	MOVQ tiles+56(FP), R12
+	MOVQ BX, SI
+	MOVQ CX, DI
+	TESTQ R12, R12
+	JEQ gemmKernel256x6_done
+gemmKernel256x6_tile:
+	MOVQ SI, BX
+	MOVQ DI, CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -547,6 +569,10 @@ gemmKernel256x6_store:
 	ADDQ R8, DX
 	VMOVUPS Y10, 0(DX)
 	VMOVUPS Y11, 32(DX)
+	ADDQ R8, DX
+	DECQ R12
+	JNZ gemmKernel256x6_tile
+gemmKernel256x6_done:
 	VZEROUPPER
 	RET
 

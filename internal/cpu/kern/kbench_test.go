@@ -16,7 +16,7 @@ func BenchmarkKernelOnly(b *testing.B) {
 			defer runtime.UnlockOSThread()
 			t0 := threadCPU()
 			for i := 0; i < b.N; i++ {
-				mk.run(mk.kc, a, w, c, mk.nr, nil, true)
+				mk.run(mk.kc, a, w, c, mk.nr, nil, true, 1)
 			}
 			b.ReportMetric(float64(2*mk.kc*mk.mr*mk.nr)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			b.ReportMetric(float64(2*mk.kc*mk.mr*mk.nr)*float64(b.N)/(threadCPU()-t0).Seconds()/1e9, "GFLOP/cpu-s")

@@ -45,9 +45,10 @@ func kernel(s isa, mr, cols int) {
 	if mr*cols+cols+2 > 32 || (s.reg == "Y" && mr*cols+cols+2 > 16) {
 		log.Fatalf("%s: tile %dx%d needs too many registers", name, mr, nr)
 	}
-	fmt.Fprintf(&out, "// func %s(kc int, a, b, c *float32, ldc int, bias *float32, load int)\n", name)
-	fmt.Fprintf(&out, "// %d x %d tile: %d accumulators, B row in %d registers, A broadcast.\n", mr, nr, mr*cols, cols)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-56\n", name)
+	fmt.Fprintf(&out, "// func %s(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)\n", name)
+	fmt.Fprintf(&out, "// %d x %d tile: %d accumulators, B row in %d registers, A broadcast;\n", mr, nr, mr*cols, cols)
+	fmt.Fprintf(&out, "// tiles consecutive A micro-panels into tiles C blocks %d rows apart.\n", mr)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
 	p("MOVQ kc+0(FP), CX")
 	p("MOVQ a+8(FP), AX")
 	p("MOVQ b+16(FP), BX")
@@ -56,6 +57,14 @@ func kernel(s isa, mr, cols int) {
 	p("SHLQ $2, R8")
 	p("MOVQ bias+40(FP), R9")
 	p("MOVQ load+48(FP), R10")
+	p("MOVQ tiles+56(FP), R12")
+	p("MOVQ BX, SI")
+	p("MOVQ CX, DI")
+	p("TESTQ R12, R12")
+	p("JEQ %s_done", name)
+	label(name + "_tile")
+	p("MOVQ SI, BX")
+	p("MOVQ DI, CX")
 	for i := 0; i < mr; i++ {
 		for j := 0; j < cols; j++ {
 			p("%s %s, %s, %s", s.zero, acc(i, j), acc(i, j), acc(i, j))
@@ -124,10 +133,11 @@ func kernel(s isa, mr, cols int) {
 		for j := 0; j < cols; j++ {
 			p("VMOVUPS %s, %d(DX)", acc(i, j), j*4*s.lanes)
 		}
-		if i < mr-1 {
-			p("ADDQ R8, DX")
-		}
+		p("ADDQ R8, DX")
 	}
+	p("DECQ R12")
+	p("JNZ %s_tile", name)
+	label(name + "_done")
 	p("VZEROUPPER")
 	p("RET")
 	out.WriteString("\n")
