@@ -23,9 +23,9 @@ const panelWidth = 32
 // floats is reused by every row tile of a block while it sits in L1.
 const kcMax = 256
 
-// mcMax bounds the rows of A packed at once (mcMax x kc floats, 128 KB,
-// stays in L2).
-const mcMax = 128
+// mcMax bounds the rows of A packed at once (mcMax x kc floats, 264 KB,
+// stays in L2); a multiple of every tile height.
+const mcMax = 264
 
 // tileMax bounds mr*nr over the kernels.
 const tileMax = 16 * panelWidth
@@ -111,9 +111,9 @@ var kernels = [...]microKernel{Generic: {mr: 4, nr: 16, kc: 256, run: kernelGene
 // a is (R, w.In) with row stride lda >= w.In; dst is (R, w.Out) with row
 // stride ldd >= w.Out; bias may be nil. Work is split over up to threads
 // goroutines (threads <= 1: the calling goroutine only). Each dst value is
-// written by exactly one worker, with k summed in order in blocks of kc (the
-// old value and the bias are added after the first block), so the result
-// is deterministic and does not depend on threads.
+// written by one worker per k-block, with k summed in order in blocks of kc
+// (the old value and the bias are added after the first block), so the
+// result is deterministic and does not depend on threads.
 func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
 	I, O := w.In, w.Out
 	if R <= 0 || O <= 0 {
@@ -142,31 +142,32 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 	_ = a[(R-1)*lda+I-1]
 	mk := kernels[level]
 	kc := mk.kc
-	// Row blocks of at most mcMax rows, rounded to the tile; then, when
-	// there are too few for the threads, panel groups split the columns.
+	// Row blocks of at most mcMax rows (the packed A block stays in L2 and
+	// every W panel slice brought into L1 serves all its row tiles),
+	// rounded to the tile. Per block and k-block: pack A once, then split
+	// the panels across the threads.
 	blocks := (R + mcMax - 1) / mcMax
 	mc := ((R+blocks-1)/blocks + mk.mr - 1) / mk.mr * mk.mr
-	blocks = (R + mc - 1) / mc
 	panels := (O + panelWidth - 1) / panelWidth
-	groups := 1
-	if threads > 1 && blocks < 2*threads {
-		groups = min(panels, (2*threads+blocks-1)/blocks)
+	sp := packPool.Get().(*[]float32)
+	defer packPool.Put(sp)
+	workers := max(threads, 1)
+	if need := mc*kcMax + workers*tileMax; cap(*sp) < need {
+		*sp = make([]float32, need)
 	}
-	ParallelFor(blocks*groups, 1, threads, func(_, lo, hi int) {
-		sp := packPool.Get().(*[]float32)
-		defer packPool.Put(sp)
-		if cap(*sp) < mc*kcMax+tileMax {
-			*sp = make([]float32, mc*kcMax+tileMax)
-		}
-		ap, tmp := (*sp)[:mc*kcMax], (*sp)[mc*kcMax:mc*kcMax+tileMax] // tmp: edge tiles
-		for it := lo; it < hi; it++ {
-			b, g := it/groups, it%groups
-			r0, r1 := b*mc, min((b+1)*mc, R)
-			p0, p1 := g*panels/groups, (g+1)*panels/groups
-			for k0 := 0; k0 < I; k0 += kc {
-				kb := min(kc, I-k0)
-				packA(ap, a, lda, r0, r1, k0, kb, mk.mr)
-				first := k0 == 0
+	ap, tmps := (*sp)[:mc*kcMax], (*sp)[mc*kcMax:mc*kcMax+workers*tileMax]
+	tiles := (mc + mk.mr - 1) / mk.mr
+	for r0 := 0; r0 < R; r0 += mc {
+		r1 := min(r0+mc, R)
+		for k0 := 0; k0 < I; k0 += kc {
+			kb := min(kc, I-k0)
+			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(threads, 1)), threads, func(_, lo, hi int) {
+				packA(ap, a, lda, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
+			})
+			first := k0 == 0
+			grain := max(1, panels/(4*max(threads, 1)))
+			ParallelFor(panels, grain, threads, func(wk, p0, p1 int) {
+				tmp := tmps[wk*tileMax : (wk+1)*tileMax] // edge tiles
 				for p := p0; p < p1; p++ {
 					for j0 := 0; j0 < panelWidth && p*panelWidth+j0 < O; j0 += mk.nr {
 						c0 := p*panelWidth + j0
@@ -204,18 +205,18 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 						}
 					}
 				}
-			}
+			})
 		}
-	})
+	}
 }
 
 var packPool = sync.Pool{New: func() any { return new([]float32) }}
 
-// packA writes rows [r0, r1) and k in [k0, k0+kb) of a into dst as
-// micro-panels of mr rows: micro-panel t holds A[r0+t*mr+i, k0+k] at
-// t*mr*kb + k*mr + i, zero past r1.
-func packA(dst, a []float32, lda, r0, r1, k0, kb, mr int) {
-	for t0 := r0; t0 < r1; t0 += mr {
+// packA writes rows [r0+i0, r0+i1) (i0 a multiple of mr) and k in
+// [k0, k0+kb) of a into dst as micro-panels of mr rows: micro-panel t
+// holds A[r0+t*mr+i, k0+k] at t*mr*kb + k*mr + i, zero past r1.
+func packA(dst, a []float32, lda, r0, r1, i0, i1, k0, kb, mr int) {
+	for t0 := r0 + i0; t0 < r0+i1; t0 += mr {
 		mp := dst[(t0-r0)*kb : (t0-r0+mr)*kb]
 		n := min(mr, r1-t0)
 		if n < mr {
@@ -223,8 +224,9 @@ func packA(dst, a []float32, lda, r0, r1, k0, kb, mr int) {
 		}
 		for i := 0; i < n; i++ {
 			src := a[(t0+i)*lda+k0 : (t0+i)*lda+k0+kb]
+			d := mp[i:]
 			for k, v := range src {
-				mp[k*mr+i] = v
+				d[k*mr] = v
 			}
 		}
 	}

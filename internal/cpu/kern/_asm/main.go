@@ -32,6 +32,10 @@ var (
 	avx2   = isa{"256", "Y", 8, "VXORPS"}
 )
 
+// prefetchDist is how many k steps ahead the microkernels prefetch the
+// W panel.
+var prefetchDist = 64
+
 // kernel writes gemmKernel<isa>x<mr>: an mr x (cols*lanes) tile.
 // Accumulators are registers 0 .. mr*cols-1 (row-major over the tile),
 // then cols registers for the B row, then two broadcast registers
@@ -77,6 +81,11 @@ func kernel(s isa, mr, cols int) {
 		for j := 0; j < cols; j++ {
 			p("VMOVUPS %d(BX), %s", k*128+j*4*s.lanes, breg(j))
 		}
+		// The panel slice comes from L3 or memory the first time a tile
+		// reads it: prefetch both lines of the row prefetchDist k ahead (the
+		// other half of the panel too, for the AVX2 tile's second pass).
+		p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128)
+		p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128+64)
 		for i := 0; i < mr; i++ {
 			p("VBROADCASTSS %d(AX), %s", (k*mr+i)*4, bc(i))
 			for j := 0; j < cols; j++ {
