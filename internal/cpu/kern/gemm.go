@@ -241,31 +241,51 @@ func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool
 }
 
 func kernelGeneric1(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
-	var acc [4][16]float32
 	a = a[:kc*4]
-	for k := 0; k < kc; k++ {
-		bk := (*[16]float32)(b[k*panelWidth : k*panelWidth+16])
-		ak := a[k*4 : k*4+4]
-		for i := range 4 {
-			x, row := ak[i], &acc[i]
-			for j := range 16 {
-				row[j] += x * bk[j]
-			}
+	b = b[:(kc-1)*panelWidth+16]
+	// Four passes of 4 columns: 16 scalar accumulators stay in registers.
+	for j0 := 0; j0 < 16; j0 += 4 {
+		var s00, s01, s02, s03, s10, s11, s12, s13 float32
+		var s20, s21, s22, s23, s30, s31, s32, s33 float32
+		for k := 0; k < kc; k++ {
+			bk := b[k*panelWidth+j0 : k*panelWidth+j0+4 : k*panelWidth+j0+4]
+			ak := a[k*4 : k*4+4 : k*4+4]
+			y0, y1, y2, y3 := bk[0], bk[1], bk[2], bk[3]
+			x0, x1, x2, x3 := ak[0], ak[1], ak[2], ak[3]
+			s00 += x0 * y0
+			s01 += x0 * y1
+			s02 += x0 * y2
+			s03 += x0 * y3
+			s10 += x1 * y0
+			s11 += x1 * y1
+			s12 += x1 * y2
+			s13 += x1 * y3
+			s20 += x2 * y0
+			s21 += x2 * y1
+			s22 += x2 * y2
+			s23 += x2 * y3
+			s30 += x3 * y0
+			s31 += x3 * y1
+			s32 += x3 * y2
+			s33 += x3 * y3
 		}
+		store4(c[j0:], bias, j0, load, s00, s01, s02, s03)
+		store4(c[ldc+j0:], bias, j0, load, s10, s11, s12, s13)
+		store4(c[2*ldc+j0:], bias, j0, load, s20, s21, s22, s23)
+		store4(c[3*ldc+j0:], bias, j0, load, s30, s31, s32, s33)
 	}
-	for i := range 4 {
-		row := (*[16]float32)(c[i*ldc : i*ldc+16])
-		for j := range 16 {
-			v := acc[i][j]
-			if bias != nil {
-				v += bias[j]
-			}
-			if load {
-				v += row[j]
-			}
-			row[j] = v
-		}
+}
+
+func store4(d, bias []float32, j int, load bool, s0, s1, s2, s3 float32) {
+	d = d[:4]
+	if bias != nil {
+		b := bias[j : j+4]
+		s0, s1, s2, s3 = s0+b[0], s1+b[1], s2+b[2], s3+b[3]
 	}
+	if load {
+		s0, s1, s2, s3 = s0+d[0], s1+d[1], s2+d[2], s3+d[3]
+	}
+	d[0], d[1], d[2], d[3] = s0, s1, s2, s3
 }
 
 // ParallelFor runs fn over [0, n) split into contiguous pieces of at least
