@@ -97,7 +97,7 @@ func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
 type microKernel struct {
 	mr, nr int
 	kc     int // k-block, <= kcMax
-	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int)
+	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32)
 }
 
 // kernels is indexed by Level; the assembly levels are filled in by
@@ -177,9 +177,13 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 						if first && bias != nil && nc == mk.nr {
 							bs = bias[c0 : c0+nc]
 						}
+						var pf []float32 // the next panel's slice, while this one runs
+						if j0 == 0 && p+1 < p1 {
+							pf = w.panels[(p+1)*panelWidth*I+k0*panelWidth : (p+1)*panelWidth*I+(k0+kb)*panelWidth]
+						}
 						full := (r1 - r0) / mk.mr
 						if full > 0 && nc == mk.nr {
-							mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || accumulate, full)
+							mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || accumulate, full, pf)
 						} else {
 							full = 0
 						}
@@ -187,7 +191,7 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 							at := ap[(i0-r0)*kb:]
 							nrow := min(mk.mr, r1-i0)
 							t := tmp[:mk.mr*mk.nr]
-							mk.run(kb, at, bp, t, mk.nr, nil, false, 1)
+							mk.run(kb, at, bp, t, mk.nr, nil, false, 1, nil)
 							for i := 0; i < nrow; i++ {
 								row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
 								tr := t[i*mk.nr:]
@@ -234,7 +238,7 @@ func packA(dst, a []float32, lda, r0, r1, i0, i1, k0, kb, mr int) {
 
 // kernelGeneric is the pure-Go tile: 4 rows x 16 columns, the same
 // contract as the assembly kernels (k in order, C = acc + bias + old C).
-func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int) {
+func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, _ []float32) {
 	for t := 0; t < tiles; t++ {
 		kernelGeneric1(kc, a[t*kc*4:], b, c[t*4*ldc:], ldc, bias, load)
 	}

@@ -13,6 +13,8 @@ package kern
 //	load: nonzero adds the tile's old C values
 //	tiles: how many tiles, down the rows: tile t reads the micro-panel
 //	      at a + t*mr*kc and writes C rows [t*mr, (t+1)*mr)
+//	pf, pfn: pfn bytes at pf (the next panel slice, or none) to prefetch
+//	      into L2, one line per 4 k steps
 //
 // and stores C = acc (+ bias) (+ old C). k runs in order, one FMA per
 // product, so each C value is a fixed sequence of roundings.
@@ -22,14 +24,14 @@ package kern
 // A broadcast (VBROADCASTSS) alternately into Z26/Z27, VFMADD231PS.
 //
 //go:noescape
-func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
+func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
 
 // gemmKernel256x6 is the AVX2 tile: 6 rows x 16 columns (half a panel),
 // 12 ymm accumulators (Y0-Y11), the B row in Y12-Y13, A broadcast into
 // Y14/Y15, VFMADD231PS.
 //
 //go:noescape
-func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
+func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
 
 // fmaPeak512 runs n iterations of 24 independent zmm VFMADD231PS (768 flop).
 //
@@ -50,24 +52,33 @@ func init() {
 	peaks[AVX2] = peakLoop{flop: 192, run: fmaPeak256}
 }
 
-func run512(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int) {
+func run512(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32) {
 	_, _ = a[tiles*kc*12-1], b[(kc-1)*panelWidth+31]
 	_ = c[(tiles*12-1)*ldc+31]
 	var bp *float32
 	if bias != nil {
 		bp = &bias[:32][0]
 	}
-	gemmKernel512x12(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles)
+	pp, pn := prefetchArgs(pf)
+	gemmKernel512x12(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles, pp, pn)
 }
 
-func run256(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int) {
+func run256(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32) {
 	_, _ = a[tiles*kc*6-1], b[(kc-1)*panelWidth+15]
 	_ = c[(tiles*6-1)*ldc+15]
 	var bp *float32
 	if bias != nil {
 		bp = &bias[:16][0]
 	}
-	gemmKernel256x6(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles)
+	pp, pn := prefetchArgs(pf)
+	gemmKernel256x6(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles, pp, pn)
+}
+
+func prefetchArgs(pf []float32) (*float32, int) {
+	if len(pf) == 0 {
+		return nil, 0
+	}
+	return &pf[0], 4 * len(pf)
 }
 
 func b2i(b bool) int {

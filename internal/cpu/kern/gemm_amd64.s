@@ -4,10 +4,10 @@
 
 #include "textflag.h"
 
-// func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
+// func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
 // 12 x 32 tile: 24 accumulators, B row in 2 registers, A broadcast;
 // tiles consecutive A micro-panels into tiles C blocks 12 rows apart.
-TEXT ·gemmKernel512x12(SB), NOSPLIT, $0-64
+TEXT ·gemmKernel512x12(SB), NOSPLIT, $0-80
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -17,6 +17,9 @@ TEXT ·gemmKernel512x12(SB), NOSPLIT, $0-64
 	MOVQ bias+40(FP), R9
 	MOVQ load+48(FP), R10
 	MOVQ tiles+56(FP), R12
+	MOVQ pf+64(FP), R11
+	MOVQ pfn+72(FP), R13
+	ADDQ R11, R13
 	MOVQ BX, SI
 	MOVQ CX, DI
 	TESTQ R12, R12
@@ -51,6 +54,11 @@ gemmKernel512x12_tile:
 	CMPQ CX, $4
 	JLT gemmKernel512x12_tail
 gemmKernel512x12_loop4:
+	CMPQ R11, R13
+	JAE gemmKernel512x12_nopf
+	PREFETCHT1 (R11)
+	ADDQ $64, R11
+gemmKernel512x12_nopf:
 	VMOVUPS 0(BX), Z24
 	VMOVUPS 64(BX), Z25
 	PREFETCHT0 8192(BX)
@@ -296,42 +304,52 @@ gemmKernel512x12_epilogue:
 gemmKernel512x12_nobias:
 	TESTQ R10, R10
 	JEQ gemmKernel512x12_store
-	MOVQ DX, R11
-	VADDPS 0(R11), Z0, Z0
-	VADDPS 64(R11), Z1, Z1
-	ADDQ R8, R11
-	VADDPS 0(R11), Z2, Z2
-	VADDPS 64(R11), Z3, Z3
-	ADDQ R8, R11
-	VADDPS 0(R11), Z4, Z4
-	VADDPS 64(R11), Z5, Z5
-	ADDQ R8, R11
-	VADDPS 0(R11), Z6, Z6
-	VADDPS 64(R11), Z7, Z7
-	ADDQ R8, R11
-	VADDPS 0(R11), Z8, Z8
-	VADDPS 64(R11), Z9, Z9
-	ADDQ R8, R11
-	VADDPS 0(R11), Z10, Z10
-	VADDPS 64(R11), Z11, Z11
-	ADDQ R8, R11
-	VADDPS 0(R11), Z12, Z12
-	VADDPS 64(R11), Z13, Z13
-	ADDQ R8, R11
-	VADDPS 0(R11), Z14, Z14
-	VADDPS 64(R11), Z15, Z15
-	ADDQ R8, R11
-	VADDPS 0(R11), Z16, Z16
-	VADDPS 64(R11), Z17, Z17
-	ADDQ R8, R11
-	VADDPS 0(R11), Z18, Z18
-	VADDPS 64(R11), Z19, Z19
-	ADDQ R8, R11
-	VADDPS 0(R11), Z20, Z20
-	VADDPS 64(R11), Z21, Z21
-	ADDQ R8, R11
-	VADDPS 0(R11), Z22, Z22
-	VADDPS 64(R11), Z23, Z23
+	VADDPS 0(DX), Z0, Z0
+	VADDPS 64(DX), Z1, Z1
+	ADDQ R8, DX
+	VADDPS 0(DX), Z2, Z2
+	VADDPS 64(DX), Z3, Z3
+	ADDQ R8, DX
+	VADDPS 0(DX), Z4, Z4
+	VADDPS 64(DX), Z5, Z5
+	ADDQ R8, DX
+	VADDPS 0(DX), Z6, Z6
+	VADDPS 64(DX), Z7, Z7
+	ADDQ R8, DX
+	VADDPS 0(DX), Z8, Z8
+	VADDPS 64(DX), Z9, Z9
+	ADDQ R8, DX
+	VADDPS 0(DX), Z10, Z10
+	VADDPS 64(DX), Z11, Z11
+	ADDQ R8, DX
+	VADDPS 0(DX), Z12, Z12
+	VADDPS 64(DX), Z13, Z13
+	ADDQ R8, DX
+	VADDPS 0(DX), Z14, Z14
+	VADDPS 64(DX), Z15, Z15
+	ADDQ R8, DX
+	VADDPS 0(DX), Z16, Z16
+	VADDPS 64(DX), Z17, Z17
+	ADDQ R8, DX
+	VADDPS 0(DX), Z18, Z18
+	VADDPS 64(DX), Z19, Z19
+	ADDQ R8, DX
+	VADDPS 0(DX), Z20, Z20
+	VADDPS 64(DX), Z21, Z21
+	ADDQ R8, DX
+	VADDPS 0(DX), Z22, Z22
+	VADDPS 64(DX), Z23, Z23
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
 gemmKernel512x12_store:
 	VMOVUPS Z0, 0(DX)
 	VMOVUPS Z1, 64(DX)
@@ -375,10 +393,10 @@ gemmKernel512x12_done:
 	VZEROUPPER
 	RET
 
-// func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)
+// func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
 // 6 x 16 tile: 12 accumulators, B row in 2 registers, A broadcast;
 // tiles consecutive A micro-panels into tiles C blocks 6 rows apart.
-TEXT ·gemmKernel256x6(SB), NOSPLIT, $0-64
+TEXT ·gemmKernel256x6(SB), NOSPLIT, $0-80
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), AX
 	MOVQ b+16(FP), BX
@@ -388,6 +406,9 @@ TEXT ·gemmKernel256x6(SB), NOSPLIT, $0-64
 	MOVQ bias+40(FP), R9
 	MOVQ load+48(FP), R10
 	MOVQ tiles+56(FP), R12
+	MOVQ pf+64(FP), R11
+	MOVQ pfn+72(FP), R13
+	ADDQ R11, R13
 	MOVQ BX, SI
 	MOVQ CX, DI
 	TESTQ R12, R12
@@ -410,6 +431,11 @@ gemmKernel256x6_tile:
 	CMPQ CX, $4
 	JLT gemmKernel256x6_tail
 gemmKernel256x6_loop4:
+	CMPQ R11, R13
+	JAE gemmKernel256x6_nopf
+	PREFETCHT1 (R11)
+	ADDQ $64, R11
+gemmKernel256x6_nopf:
 	VMOVUPS 0(BX), Y12
 	VMOVUPS 32(BX), Y13
 	PREFETCHT0 8192(BX)
@@ -553,24 +579,28 @@ gemmKernel256x6_epilogue:
 gemmKernel256x6_nobias:
 	TESTQ R10, R10
 	JEQ gemmKernel256x6_store
-	MOVQ DX, R11
-	VADDPS 0(R11), Y0, Y0
-	VADDPS 32(R11), Y1, Y1
-	ADDQ R8, R11
-	VADDPS 0(R11), Y2, Y2
-	VADDPS 32(R11), Y3, Y3
-	ADDQ R8, R11
-	VADDPS 0(R11), Y4, Y4
-	VADDPS 32(R11), Y5, Y5
-	ADDQ R8, R11
-	VADDPS 0(R11), Y6, Y6
-	VADDPS 32(R11), Y7, Y7
-	ADDQ R8, R11
-	VADDPS 0(R11), Y8, Y8
-	VADDPS 32(R11), Y9, Y9
-	ADDQ R8, R11
-	VADDPS 0(R11), Y10, Y10
-	VADDPS 32(R11), Y11, Y11
+	VADDPS 0(DX), Y0, Y0
+	VADDPS 32(DX), Y1, Y1
+	ADDQ R8, DX
+	VADDPS 0(DX), Y2, Y2
+	VADDPS 32(DX), Y3, Y3
+	ADDQ R8, DX
+	VADDPS 0(DX), Y4, Y4
+	VADDPS 32(DX), Y5, Y5
+	ADDQ R8, DX
+	VADDPS 0(DX), Y6, Y6
+	VADDPS 32(DX), Y7, Y7
+	ADDQ R8, DX
+	VADDPS 0(DX), Y8, Y8
+	VADDPS 32(DX), Y9, Y9
+	ADDQ R8, DX
+	VADDPS 0(DX), Y10, Y10
+	VADDPS 32(DX), Y11, Y11
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
+	SUBQ R8, DX
 gemmKernel256x6_store:
 	VMOVUPS Y0, 0(DX)
 	VMOVUPS Y1, 32(DX)

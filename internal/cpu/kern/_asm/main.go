@@ -51,10 +51,10 @@ func kernel(s isa, mr, cols int) {
 	if mr*cols+cols+2 > 32 || (s.reg == "Y" && mr*cols+cols+2 > 16) {
 		log.Fatalf("%s: tile %dx%d needs too many registers", name, mr, nr)
 	}
-	fmt.Fprintf(&out, "// func %s(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int)\n", name)
+	fmt.Fprintf(&out, "// func %s(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)\n", name)
 	fmt.Fprintf(&out, "// %d x %d tile: %d accumulators, B row in %d registers, A broadcast;\n", mr, nr, mr*cols, cols)
 	fmt.Fprintf(&out, "// tiles consecutive A micro-panels into tiles C blocks %d rows apart.\n", mr)
-	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-80\n", name)
 	p("MOVQ kc+0(FP), CX")
 	p("MOVQ a+8(FP), AX")
 	p("MOVQ b+16(FP), BX")
@@ -64,6 +64,9 @@ func kernel(s isa, mr, cols int) {
 	p("MOVQ bias+40(FP), R9")
 	p("MOVQ load+48(FP), R10")
 	p("MOVQ tiles+56(FP), R12")
+	p("MOVQ pf+64(FP), R11")
+	p("MOVQ pfn+72(FP), R13")
+	p("ADDQ R11, R13")
 	p("MOVQ BX, SI")
 	p("MOVQ CX, DI")
 	p("TESTQ R12, R12")
@@ -99,6 +102,13 @@ func kernel(s isa, mr, cols int) {
 	p("CMPQ CX, $%d", unroll)
 	p("JLT %s_tail", name)
 	label(name + "_loop4")
+	// One line of the next panel slice per 4 k steps, into L2, while it
+	// lasts: by the time the tiles move on, it is no longer in memory.
+	p("CMPQ R11, R13")
+	p("JAE %s_nopf", name)
+	p("PREFETCHT1 (R11)")
+	p("ADDQ $64, R11")
+	label(name + "_nopf")
 	for k := 0; k < unroll; k++ {
 		step(k)
 	}
@@ -130,14 +140,16 @@ func kernel(s isa, mr, cols int) {
 	label(name + "_nobias")
 	p("TESTQ R10, R10")
 	p("JEQ %s_store", name)
-	p("MOVQ DX, R11")
 	for i := 0; i < mr; i++ {
 		for j := 0; j < cols; j++ {
-			p("VADDPS %d(R11), %s, %s", j*4*s.lanes, acc(i, j), acc(i, j))
+			p("VADDPS %d(DX), %s, %s", j*4*s.lanes, acc(i, j), acc(i, j))
 		}
 		if i < mr-1 {
-			p("ADDQ R8, R11")
+			p("ADDQ R8, DX")
 		}
+	}
+	for i := 0; i < mr-1; i++ {
+		p("SUBQ R8, DX")
 	}
 	label(name + "_store")
 	for i := 0; i < mr; i++ {
