@@ -161,7 +161,11 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 		r1 := min(r0+mc, R)
 		for k0 := 0; k0 < I; k0 += kc {
 			kb := min(kc, I-k0)
-			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(threads, 1)), threads, func(_, lo, hi int) {
+			pth := threads
+			if (r1-r0)*kb < 1<<15 { // small: not worth waking workers
+				pth = 1
+			}
+			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(pth, 1)), pth, func(_, lo, hi int) {
 				packA(ap, a, lda, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
 			})
 			first := k0 == 0
