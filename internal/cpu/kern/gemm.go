@@ -100,9 +100,11 @@ type microKernel struct {
 	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32)
 }
 
-// kernels is indexed by Level; the assembly levels are filled in by
-// gemm_amd64.go.
-var kernels = [...]microKernel{Generic: {mr: 4, nr: 16, kc: 256, run: kernelGeneric}, AVX2: {}, AVX512: {}}
+// kernels is indexed by Level: the generic tile and, on amd64, the
+// assembly ones (kernelTable, per platform).
+var kernels = kernelTable()
+
+var genericKernel = microKernel{mr: 4, nr: 16, kc: 256, run: kernelGeneric}
 
 // Gemm computes, for r in [0, R) and o in [0, w.Out):
 //
@@ -115,6 +117,10 @@ var kernels = [...]microKernel{Generic: {mr: 4, nr: 16, kc: 256, run: kernelGene
 // (the old value and the bias are added after the first block), so the
 // result is deterministic and does not depend on threads.
 func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
+	gemm(kernels[level], dst, ldd, a, lda, R, w, bias, accumulate, threads)
+}
+
+func gemm(mk microKernel, dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
 	I, O := w.In, w.Out
 	if R <= 0 || O <= 0 {
 		return
@@ -140,7 +146,6 @@ func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias [
 		return
 	}
 	_ = a[(R-1)*lda+I-1]
-	mk := kernels[level]
 	kc := mk.kc
 	// Row blocks of at most mcMax rows (the packed A block stays in L2 and
 	// every W panel slice brought into L1 serves all its row tiles),

@@ -43,11 +43,15 @@ func fmaPeak512(n int)
 //go:noescape
 func fmaPeak256(n int)
 
-var kc512, kc256 = 256, 256
+func kernelTable() [AVX512 + 1]microKernel {
+	return [...]microKernel{
+		Generic: genericKernel,
+		AVX2:    {mr: 6, nr: 16, kc: 256, run: run256},
+		AVX512:  {mr: 12, nr: 32, kc: 256, run: run512},
+	}
+}
 
 func init() {
-	kernels[AVX512] = microKernel{mr: 12, nr: 32, kc: kc512, run: run512}
-	kernels[AVX2] = microKernel{mr: 6, nr: 16, kc: kc256, run: run256}
 	peaks[AVX512] = peakLoop{flop: 768, run: fmaPeak512}
 	peaks[AVX2] = peakLoop{flop: 192, run: fmaPeak256}
 }

@@ -137,6 +137,19 @@ func TestPackStrided(t *testing.T) {
 	}
 }
 
+// Every level the CPU has passes the start-up check (a failure would
+// silently drop to a lower level in production).
+func TestSelfCheck(t *testing.T) {
+	if usable != detect() {
+		t.Fatalf("the %v kernel failed its start-up check; using %v", detect(), usable)
+	}
+	for l := Generic; l <= detect(); l++ {
+		if !selfCheck(l) {
+			t.Errorf("selfCheck(%v) failed", l)
+		}
+	}
+}
+
 func TestSetLevelRejectsUnsupported(t *testing.T) {
 	defer func() {
 		if recover() == nil {

@@ -41,8 +41,53 @@ var level = initLevel()
 // EnvLevel names the environment variable that caps the kernel level.
 const EnvLevel = "UNITOK_CPU_KERNEL"
 
+// usable is the highest level this CPU supports whose GEMM also passes
+// selfCheck: a kernel that computes wrong results on some CPU is dropped
+// (with a warning) rather than trusted. TestSelfCheck fails when it drops one.
+var usable = func() Level {
+	l := detect()
+	for ; l > Generic && !selfCheck(l); l-- {
+		fmt.Fprintf(os.Stderr, "unitok: the %v GEMM kernel failed its start-up check on this CPU; using a lower level\n", l)
+	}
+	return l
+}()
+
+// selfCheck runs level l's GEMM on a small problem with small-integer
+// operands (every sum exact in float32) that covers full and edge tiles,
+// two k-blocks, bias and accumulate, and compares it with exact results.
+func selfCheck(l Level) bool {
+	const R, I, O = 13, 300, 40
+	a, w, bias := make([]float32, R*I), make([]float32, O*I), make([]float32, O)
+	for i := range a {
+		a[i] = float32(i*7%5 - 2)
+	}
+	for i := range w {
+		w[i] = float32(i*3%7 - 3)
+	}
+	for i := range bias {
+		bias[i] = float32(i%3 - 1)
+	}
+	dst := make([]float32, R*O)
+	for i := range dst {
+		dst[i] = float32(i % 4)
+	}
+	gemm(kernels[l], dst, O, a, I, R, Pack(w, O, I), bias, true, 1)
+	for r := 0; r < R; r++ {
+		for o := 0; o < O; o++ {
+			want := float32((r*O+o)%4) + bias[o]
+			for k := 0; k < I; k++ {
+				want += a[r*I+k] * w[o*I+k]
+			}
+			if dst[r*O+o] != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func initLevel() Level {
-	best := detect()
+	best := usable
 	if v := strings.TrimSpace(os.Getenv(EnvLevel)); v != "" {
 		for l := Generic; l <= best; l++ {
 			if strings.EqualFold(v, l.String()) {
@@ -60,7 +105,7 @@ func Current() Level { return level }
 // Supported lists the levels this CPU can run, lowest first.
 func Supported() []Level {
 	var ls []Level
-	for l := Generic; l <= detect(); l++ {
+	for l := Generic; l <= usable; l++ {
 		ls = append(ls, l)
 	}
 	return ls
@@ -70,7 +115,7 @@ func Supported() []Level {
 // It is for tests and benchmarks that compare paths: it must not run
 // concurrently with kernels. It panics if the CPU lacks l.
 func SetLevel(l Level) Level {
-	if l < Generic || l > detect() {
+	if l < Generic || l > usable {
 		panic(fmt.Sprintf("kern.SetLevel(%v): this CPU supports %v", l, Supported()))
 	}
 	prev := level
