@@ -2,7 +2,6 @@ package unitok
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"github.com/unitok/unitok/internal/cpu/kern"
 )
@@ -38,63 +37,43 @@ type cpuBackend struct {
 	dec   *projScratchPool
 	lat   sync.Pool // *[]float32 latent scratch for Encode/Decode chunks
 
+	// packed holds each Linear's weight laid out for kern.Gemm.
+	packed map[*Linear]*kern.Packed
 	// codebooks: the quantizer tables laid out for kern's codebook search.
 	codebooks []*kern.Codebook
-
-	// SIMD layout, built only when simd.enabled: each Linear's weight in
-	// 16-column panels (packPanels).
-	packed map[*Linear][]float32
 }
 
-// simdKernels are the vector kernels; cpu_simd_amd64.go fills them in when
-// built with GOEXPERIMENT=simd on a CPU with AVX2 and FMA. Otherwise the
-// scalar code runs.
+// simdKernels are the archsimd kernels; cpu_simd_amd64.go fills them in
+// when built with GOEXPERIMENT=simd on a CPU with AVX2 and FMA. Only the
+// codebook search still uses them: GEMMs, softmax and GeGLU run on
+// internal/cpu/kern in every build.
 type simdKernels struct {
 	enabled bool
 	argmax  func(z, qt, qbias []float32, vpad, d int) int32
-	exp     func(x []float32) // x[i] <= 0
-	geglu   func(gate, val []float32)
-	// gemm: dst (rows, O) = a (rows, I) x packed panels (+ bias, + dst);
-	// see simdGemm.
-	gemm func(dst, a []float32, I, O, panelK int, bias, wt []float32, r0, r1, c0, c1 int, accumulate bool)
 }
 
 var simd simdKernels
 
-// SIMD reports whether the CPU engine runs its vector kernels.
-func SIMD() bool { return simd.enabled }
+// SIMD reports whether the CPU engine runs its vector kernels: the
+// assembly GEMM, softmax and GeGLU of internal/cpu/kern (AVX2 or AVX-512,
+// every build on amd64), or the archsimd codebook search.
+func SIMD() bool { return simd.enabled || kern.Current() != kern.Generic }
 
 func newCPUBackend(m *Model, metric Metric, threads int) *cpuBackend {
 	b := &cpuBackend{m: m, metric: metric, threads: max(threads, 1)}
 	b.words, b.bias = quantTables(m, metric)
 	b.enc = &projScratchPool{p: &m.QuantProj}
 	b.dec = &projScratchPool{p: &m.PostQuantProj}
-	if simd.enabled {
-		b.packed = map[*Linear][]float32{}
-		for _, p := range []*AttnProjection{&m.QuantProj, &m.PostQuantProj} {
-			for _, l := range []*Linear{&p.QKV, &p.AttnProj, &p.Proj, &p.W0, &p.W1, &p.W2} {
-				b.packed[l] = packPanels(l.Weight, l.Out, l.In)
-			}
+	b.packed = map[*Linear]*kern.Packed{}
+	for _, p := range []*AttnProjection{&m.QuantProj, &m.PostQuantProj} {
+		for _, l := range []*Linear{&p.QKV, &p.AttnProj, &p.Proj, &p.W0, &p.W1, &p.W2} {
+			b.packed[l] = kern.Pack(l.Weight, l.Out, l.In)
 		}
 	}
 	for k := range b.words {
 		b.codebooks = append(b.codebooks, kern.NewCodebook(b.words[k], b.bias[k], m.CodebookSize, m.ChunkDim()))
 	}
 	return b
-}
-
-// packPanels lays a (out, in) weight out as ceil(out/16) panels of
-// (in, 16): panel p holds W[16p+j, k] at p*in*16 + k*16 + j, zero-padded
-// past out, so a GEMM block streams one panel contiguously.
-func packPanels(w []float32, out, in int) []float32 {
-	panels := (out + 15) / 16
-	p := make([]float32, panels*in*16)
-	for c := 0; c < out; c++ {
-		for k := 0; k < in; k++ {
-			p[(c/16)*in*16+k*16+c%16] = w[c*in+k]
-		}
-	}
-	return p
 }
 
 // quantTables returns, per codebook, the codewords and score offsets that
@@ -217,35 +196,8 @@ func lookup(m *Model, dst []float32, codes []int32, M int) {
 	}
 }
 
-// parallelFor runs fn over [0, n) split into contiguous pieces of at least
-// grain items, on up to threads goroutines; pieces are handed out in order
-// from an atomic counter so uneven work balances. fn also receives its
-// worker's index in [0, threads), for per-worker scratch.
+// parallelFor is kern.ParallelFor: fn over [0, n) in pieces of at least
+// grain items on up to threads goroutines.
 func parallelFor(n, grain, threads int, fn func(worker, lo, hi int)) {
-	if n <= 0 {
-		return
-	}
-	grain = max(grain, 1)
-	pieces := (n + grain - 1) / grain
-	workers := min(threads, pieces)
-	if workers <= 1 {
-		fn(0, 0, n)
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(workers)
-	for w := 0; w < workers; w++ {
-		go func(w int) {
-			defer wg.Done()
-			for {
-				p := int(next.Add(1) - 1)
-				if p >= pieces {
-					return
-				}
-				fn(w, p*grain, min((p+1)*grain, n))
-			}
-		}(w)
-	}
-	wg.Wait()
+	kern.ParallelFor(n, grain, threads, fn)
 }

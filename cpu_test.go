@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/unitok/unitok/internal/cpu/kern"
 )
 
 func randNormal(rng *rand.Rand, n int) []float32 {
@@ -34,7 +35,24 @@ var testConfigs = []Config{
 	{InDim: 96, LatentDim: 24, NumCodebooks: 3, CodebookSize: 70, NumHeads: 4, Causal: true}, // d = 8, hd == D
 }
 
-func TestCPUProjectionsMatchFloat64Reference(t *testing.T) {
+func TestCPUProjectionsMatchFloat64Reference(t *testing.T) { checkCPUProjections(t) }
+
+// Every kernel level this CPU supports (the tests above run the default
+// one) passes the PyTorch conformance suite and the float64 oracle.
+func TestCPUEachKernelLevel(t *testing.T) {
+	for _, l := range kern.Supported() {
+		if l == kern.Current() {
+			continue
+		}
+		t.Run(l.String(), func(t *testing.T) {
+			defer kern.SetLevel(kern.SetLevel(l))
+			runConformance(t, "cpu")
+			checkCPUProjections(t)
+		})
+	}
+}
+
+func checkCPUProjections(t *testing.T) {
 	for ci, c := range testConfigs {
 		for _, causal := range []bool{false, true} {
 			c.Causal = causal

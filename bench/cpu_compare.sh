@@ -1,28 +1,45 @@
 #!/usr/bin/env bash
-# CPU engine vs PyTorch on the same machine, in one run: quantize, encode and
-# decode at the real widths (C=1024, D=64, K=8, V=4096, H=16, N=256), float32.
-# Prints a markdown table (and writes it to $OUT_MD when set).
-#   BATCH=2 ITERS=5 PYTHON=/usr/bin/python3 bench/cpu_compare.sh
+# The CPU engine against its peers on this machine, in one run, same threads:
+#  1. the FMA peak of one core per vector level (independent VFMADD231PS, no
+#     loads) and kern's GEMM 256x1024x3072 (the encode QKV shape) on one core
+#     and on every thread, each REPS times: best GFLOP/s and its fraction of
+#     the peak measured in the same run;
+#  2. the same GEMM on numpy's BLAS (OpenBLAS; its kernel named by
+#     threadpoolctl) and torch.matmul;
+#  3. quantize, encode and decode at the real widths (C=1024, D=64, K=8,
+#     V=4096, H=16, N=256, fp32, B images) against UniTok's AttnProjection in
+#     PyTorch eager and torch.compile (bench/torch_reference.py bench).
+# Rates are by wall clock and, where shown, per CPU second of the measuring
+# threads: on a shared machine the latter is what the cores did.
+# Prints a markdown report (and writes it to $OUT_MD when set).
+#   BATCH=8 ITERS=5 REPS=5 THREADS=2 PYTHON=/work/venv/bin/python bench/cpu_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-B=${BATCH:-2}
+B=${BATCH:-8}
 ITERS=${ITERS:-5}
+REPS=${REPS:-5}
+THREADS=${THREADS:-$(nproc)}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-GOEXPERIMENT=simd go build -o "$tmp/unitok" ./cmd/unitok
-go build -o "$tmp/unitok-scalar" ./cmd/unitok
+go test -run '^$' -bench '^Benchmark(FMAPeak|KernelOnly|Gemm)$' -count "$REPS" -cpu "$THREADS" \
+	./internal/cpu/kern >"$tmp/kern.txt"
+# numpy's OpenBLAS: OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (set on some machines
+# for old builds) would pin a slower kernel, so this command alone drops them.
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/gemm_peers.py --threads "1,$THREADS" --reps "$REPS" >"$tmp/peers.json"
+
+go build -o "$tmp/unitok" ./cmd/unitok
 for causal in false true; do
 	cflag=""; [ "$causal" = true ] && cflag="--causal"
-	"$tmp/unitok" bench --device cpu --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/simd-$causal.json"
-	"$tmp/unitok-scalar" bench --device cpu --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/scalar-$causal.json"
-	"$PY" bench/torch_reference.py bench --device cpu --config real --batch "$B" --iters "$ITERS" $cflag --json "$tmp/torch-$causal.json" >/dev/null
+	"$tmp/unitok" bench --device cpu --threads "$THREADS" --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/asm-$causal.json"
+	UNITOK_CPU_KERNEL=generic "$tmp/unitok" bench --device cpu --threads "$THREADS" --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/generic-$causal.json"
+	OMP_NUM_THREADS="$THREADS" "$PY" bench/torch_reference.py bench --device cpu --config real --batch "$B" --iters "$ITERS" $cflag --json "$tmp/torch-$causal.json" >/dev/null
 done
 
-"$PY" - "$tmp" "$B" <<'PYEOF' | tee "${OUT_MD:-/dev/null}"
-import json, os, platform, subprocess, sys
-tmp, B = sys.argv[1], sys.argv[2]
+"$PY" - "$tmp" "$B" "$THREADS" "$REPS" <<'PYEOF' | tee "${OUT_MD:-/dev/null}"
+import json, os, re, subprocess, sys
+tmp, B, T, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 def load(p):
     with open(os.path.join(tmp, p)) as f:
         return json.load(f)
@@ -31,22 +48,65 @@ try:
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip(); break
+    load1 = open("/proc/loadavg").read().split()[0]
 except OSError:
-    pass
+    load1 = "?"
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+# go test -bench lines: name, then "value unit" pairs; keep the best of each.
+best = {}
+for line in open(os.path.join(tmp, "kern.txt")):
+    m = re.match(r"^Benchmark(\S+?)(?:-\d+)?\s+\d+\s+(.*)$", line)
+    if not m:
+        continue
+    f = m.group(2).split()
+    d = best.setdefault(m.group(1), {})
+    for v, u in zip(f[0::2], f[1::2]):
+        if u != "ns/op":
+            d[u] = max(d.get(u, 0.0), float(v))
+levels = [k.split("/")[1] for k in best if k.startswith("FMAPeak/")]
+peers = load("peers.json")
 t0 = load("torch-false.json")["_meta"]
-print("CPU: %s, %d cores; commit %s; torch %s; B=%s images x 256 tokens, fp32\n" % (cpu, os.cpu_count(), commit, t0["torch"], B))
-print("| op | attention | unitok SIMD tok/s | unitok scalar tok/s | torch eager tok/s | torch.compile tok/s | SIMD / eager |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("CPU: %s, %d cores, load average %s while measuring; commit %s; %d threads; best of %s runs\n"
+      % (cpu, os.cpu_count(), load1, commit, T, reps))
+print("FMA peak per core (GFLOP/s by wall clock; per CPU second):\n")
+print("| level | wall | per CPU s |")
+print("|---|---:|---:|")
+for l in levels:
+    d = best["FMAPeak/" + l]
+    print("| %s | %.1f | %.1f |" % (l, d.get("GFLOP/s", 0), d.get("GFLOP/cpu-s", 0)))
+print("\nGEMM 256x1024x3072 fp32, GFLOP/s (best; fraction of the same level's per-core FMA peak, x threads):\n")
+print("| implementation | threads | wall | per CPU s | of peak |")
+print("|---|---:|---:|---:|---:|")
+for k, d in best.items():
+    m = re.match(r"Gemm/(\w+)/threads=(\d+)", k)
+    if not m:
+        continue
+    l, th = m.group(1), int(m.group(2))
+    pk = best.get("FMAPeak/" + l, {}).get("GFLOP/cpu-s")
+    frac = ("%.0f%%" % (100 * d["GFLOP/cpu-s"] / pk)) if pk and "GFLOP/cpu-s" in d else "-"
+    print("| unitok kern %s | %d | %.1f | %.1f | %s |" % (l, th, d.get("GFLOP/s", 0), d.get("GFLOP/cpu-s", 0), frac))
+for k, d in best.items():
+    if k.startswith("KernelOnly/"):
+        l = k.split("/")[1]
+        pk = best.get("FMAPeak/" + l, {}).get("GFLOP/cpu-s")
+        print("| kern %s microkernel alone (L1) | 1 | - | %.1f | %s |" % (l, d["GFLOP/cpu-s"], ("%.0f%%" % (100 * d["GFLOP/cpu-s"] / pk)) if pk else "-"))
+for name, key in (("numpy (%s)" % "; ".join(peers.get("numpy_blas", [])), "numpy"), ("torch.matmul %s" % peers.get("torch_version", ""), "torch")):
+    for th, d in sorted(peers.get(key, {}).items(), key=lambda x: int(x[0])):
+        print("| %s | %s | %.1f | %.1f | |" % (name, th, d["gflops"], d["gflops_per_cpu_s"]))
+
+print("\nProjections at real widths, B=%s images x 256 tokens, fp32, tokens/s; torch %s:\n" % (B, t0["torch"]))
+print("| op | attention | unitok (asm) | unitok generic | torch eager | torch.compile | asm / eager | asm / compile |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for causal in ("false", "true"):
-    u = {r["op"]: r for r in load("simd-%s.json" % causal)["results"]}
-    s = {r["op"]: r for r in load("scalar-%s.json" % causal)["results"]}
+    u = {r["op"]: r for r in load("asm-%s.json" % causal)["results"]}
+    s = {r["op"]: r for r in load("generic-%s.json" % causal)["results"]}
     t = load("torch-%s.json" % causal)
     for op in ("quantize", "encode", "decode"):
         if causal == "true" and op == "quantize":
             continue
         ut, st = u[op]["tokens_per_s"], s[op]["tokens_per_s"]
         te, tc = t[op]["eager_tokens_per_s"], t[op].get("compile_tokens_per_s")
-        print("| %s | %s | %.0f | %.0f | %.0f | %s | %.2f |" % (op, "causal" if causal == "true" else "full",
-              ut, st, te, ("%.0f" % tc) if tc else "n/a", ut / te))
+        print("| %s | %s | %.0f | %.0f | %.0f | %s | %.2f | %s |" % (op, "causal" if causal == "true" else "full",
+              ut, st, te, ("%.0f" % tc) if tc else "n/a", ut / te, ("%.2f" % (ut / tc)) if tc else "n/a"))
 PYEOF

@@ -1,5 +1,8 @@
-//go:build !unix
+//go:build !linux
 
 package kern
 
-func processCPUTime() float64 { return 0 }
+import "time"
+
+func threadCPU() time.Duration  { return 0 }
+func processCPU() time.Duration { return 0 }

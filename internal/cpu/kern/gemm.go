@@ -1,7 +1,14 @@
 // Package kern holds the CPU engine's compute kernels: the GEMM that every
 // linear layer, convolution (by im2col) and attention block of the CPU engine
 // runs on. The API here is the contract; the implementation behind it is
-// chosen once at start-up (assembly where the CPU has it, pure Go otherwise).
+// chosen once at start-up (assembly where the CPU has it, pure Go otherwise;
+// see Level).
+//
+// The GEMM is BLIS-shaped: W is packed once into 32-column k-major panels
+// (Pack), A is packed per block of rows and KC values of k into micro-panels
+// of the tile's row count, and a microkernel (AVX-512 12x32, AVX2 6x16, or
+// Go 4x16) keeps its C tile in registers for KC steps of k while the panel's
+// KC x 32 slice stays in L1.
 package kern
 
 import (
@@ -9,11 +16,27 @@ import (
 	"sync/atomic"
 )
 
+// panelWidth is the number of W rows (output columns) in one packed panel.
+const panelWidth = 32
+
+// kcMax bounds the k-block (microKernel.kc): a panel slice of kc x 32
+// floats is reused by every row tile of a block while it sits in L1.
+const kcMax = 256
+
+// mcMax bounds the rows of A packed at once (mcMax x kc floats, 264 KB,
+// stays in L2); a multiple of every tile height.
+const mcMax = 264
+
+// tileMax bounds mr*nr over the kernels.
+const tileMax = 16 * panelWidth
+
 // Packed is a weight matrix W (Out x In, PyTorch's nn.Linear row-major
-// layout) laid out once for Gemm. It is immutable and safe to share.
+// layout) laid out once for Gemm: ceil(Out/32) panels, panel p holding
+// W[32p+j, k] at p*In*32 + k*32 + j, zero past Out. It is immutable once
+// built (PackStrided may refill one the caller owns) and safe to share.
 type Packed struct {
 	Out, In int
-	w       []float32 // row-major (Out, In); the reference layout
+	panels  []float32
 }
 
 // Pack lays out w, an (out, in) row-major matrix, for Gemm. w is copied.
@@ -21,8 +44,67 @@ func Pack(w []float32, out, in int) *Packed {
 	if len(w) < out*in {
 		panic("kern.Pack: weight shorter than out*in")
 	}
-	return &Packed{Out: out, In: in, w: append([]float32(nil), w[:out*in]...)}
+	return PackStrided(nil, w, out, in, in, 1)
 }
+
+// PackStrided packs W[o, k] = w[o*so + k*si] for o < out, k < in (so a
+// transposed or interleaved operand packs without a copy) into p's storage
+// when p is non-nil and large enough, else into a new Packed, and returns
+// it. Reusing p lets a caller repack per block without allocating.
+func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
+	if out > 0 && in > 0 {
+		_ = w[(out-1)*so+(in-1)*si] // bounds, once
+	}
+	n := (out + panelWidth - 1) / panelWidth * panelWidth * in
+	if p == nil {
+		p = &Packed{}
+	}
+	if cap(p.panels) < n {
+		p.panels = make([]float32, n)
+	}
+	p.Out, p.In, p.panels = out, in, p.panels[:n]
+	for c0 := 0; c0 < out; c0 += panelWidth {
+		panel := p.panels[c0*in : (c0+panelWidth)*in]
+		nc := min(panelWidth, out-c0)
+		if nc < panelWidth {
+			clear(panel)
+		}
+		switch {
+		case si == 1: // rows of W contiguous: read each row once
+			for j := 0; j < nc; j++ {
+				for k, v := range w[(c0+j)*so : (c0+j)*so+in] {
+					panel[k*panelWidth+j] = v
+				}
+			}
+		case so == 1: // columns of W contiguous (a transposed operand)
+			for k := 0; k < in; k++ {
+				copy(panel[k*panelWidth:k*panelWidth+nc], w[c0+k*si:c0+k*si+nc])
+			}
+		default:
+			for j := 0; j < nc; j++ {
+				for k := 0; k < in; k++ {
+					panel[k*panelWidth+j] = w[(c0+j)*so+k*si]
+				}
+			}
+		}
+	}
+	return p
+}
+
+// microKernel is one level's register tile: mr rows x nr columns (nr
+// divides panelWidth). run computes C = A B over kc steps for tiles full
+// tiles down the rows (see gemm_amd64.go for the argument layout).
+type microKernel struct {
+	mr, nr int
+	kc     int // k-block, <= kcMax
+	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32)
+}
+
+// kernels is indexed by Level: the generic tile and, on amd64, the
+// assembly ones (kernelTable, per platform).
+var kernels = kernelTable()
+
+var genericKernel = microKernel{mr: 4, nr: 16, kc: 256, run: kernelGeneric}
 
 // Gemm computes, for r in [0, R) and o in [0, w.Out):
 //
@@ -30,35 +112,193 @@ func Pack(w []float32, out, in int) *Packed {
 //
 // a is (R, w.In) with row stride lda >= w.In; dst is (R, w.Out) with row
 // stride ldd >= w.Out; bias may be nil. Work is split over up to threads
-// goroutines (threads <= 1: the calling goroutine only). Rows of dst are
-// written by exactly one worker each, so the result is deterministic.
+// goroutines (threads <= 1: the calling goroutine only). Each dst value is
+// written by one worker per k-block, with k summed in order in blocks of kc
+// (the old value and the bias are added after the first block), so the
+// result is deterministic and does not depend on threads.
 func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
-	gemmGeneric(dst, ldd, a, lda, R, w, bias, accumulate, threads)
+	gemm(kernels[level], dst, ldd, a, lda, R, w, bias, accumulate, threads)
 }
 
-func gemmGeneric(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
+func gemm(mk microKernel, dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
 	I, O := w.In, w.Out
-	const tr = 16
-	ParallelFor((R+tr-1)/tr, 1, threads, func(_, lo, hi int) {
-		for r := lo * tr; r < min(hi*tr, R); r++ {
-			ar := a[r*lda : r*lda+I]
-			dr := dst[r*ldd : r*ldd+O]
-			for o := 0; o < O; o++ {
-				wr := w.w[o*I : (o+1)*I]
-				var s float32
-				for k, x := range ar {
-					s += x * wr[k]
-				}
+	if R <= 0 || O <= 0 {
+		return
+	}
+	_ = dst[(R-1)*ldd+O-1]
+	if bias != nil {
+		bias = bias[:O]
+	}
+	if I == 0 {
+		for r := 0; r < R; r++ {
+			row := dst[r*ldd : r*ldd+O]
+			for o := range row {
+				v := float32(0)
 				if bias != nil {
-					s += bias[o]
+					v = bias[o]
 				}
 				if accumulate {
-					s += dr[o]
+					v += row[o]
 				}
-				dr[o] = s
+				row[o] = v
 			}
 		}
-	})
+		return
+	}
+	_ = a[(R-1)*lda+I-1]
+	kc := mk.kc
+	// Row blocks of at most mcMax rows (the packed A block stays in L2 and
+	// every W panel slice brought into L1 serves all its row tiles),
+	// rounded to the tile. Per block and k-block: pack A once, then split
+	// the panels across the threads.
+	blocks := (R + mcMax - 1) / mcMax
+	mc := ((R+blocks-1)/blocks + mk.mr - 1) / mk.mr * mk.mr
+	panels := (O + panelWidth - 1) / panelWidth
+	sp := packPool.Get().(*[]float32)
+	defer packPool.Put(sp)
+	workers := max(threads, 1)
+	if need := mc*kcMax + workers*tileMax; cap(*sp) < need {
+		*sp = make([]float32, need)
+	}
+	ap, tmps := (*sp)[:mc*kcMax], (*sp)[mc*kcMax:mc*kcMax+workers*tileMax]
+	tiles := (mc + mk.mr - 1) / mk.mr
+	for r0 := 0; r0 < R; r0 += mc {
+		r1 := min(r0+mc, R)
+		for k0 := 0; k0 < I; k0 += kc {
+			kb := min(kc, I-k0)
+			pth := threads
+			if (r1-r0)*kb < 1<<15 { // small: not worth waking workers
+				pth = 1
+			}
+			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(pth, 1)), pth, func(_, lo, hi int) {
+				packA(ap, a, lda, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
+			})
+			first := k0 == 0
+			grain := max(1, panels/(4*max(threads, 1)))
+			ParallelFor(panels, grain, threads, func(wk, p0, p1 int) {
+				tmp := tmps[wk*tileMax : (wk+1)*tileMax] // edge tiles
+				for p := p0; p < p1; p++ {
+					for j0 := 0; j0 < panelWidth && p*panelWidth+j0 < O; j0 += mk.nr {
+						c0 := p*panelWidth + j0
+						nc := min(mk.nr, O-c0)
+						bp := w.panels[p*panelWidth*I+k0*panelWidth+j0:]
+						var bs []float32
+						if first && bias != nil && nc == mk.nr {
+							bs = bias[c0 : c0+nc]
+						}
+						var pf []float32 // the next panel's slice, while this one runs
+						if j0 == 0 && p+1 < p1 {
+							pf = w.panels[(p+1)*panelWidth*I+k0*panelWidth : (p+1)*panelWidth*I+(k0+kb)*panelWidth]
+						}
+						full := (r1 - r0) / mk.mr
+						if full > 0 && nc == mk.nr {
+							mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || accumulate, full, pf)
+						} else {
+							full = 0
+						}
+						for i0 := r0 + full*mk.mr; i0 < r1; i0 += mk.mr {
+							at := ap[(i0-r0)*kb:]
+							nrow := min(mk.mr, r1-i0)
+							t := tmp[:mk.mr*mk.nr]
+							mk.run(kb, at, bp, t, mk.nr, nil, false, 1, nil)
+							for i := 0; i < nrow; i++ {
+								row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
+								tr := t[i*mk.nr:]
+								for j := range row {
+									v := tr[j]
+									if first && bias != nil {
+										v += bias[c0+j]
+									}
+									if !first || accumulate {
+										v += row[j]
+									}
+									row[j] = v
+								}
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+var packPool = sync.Pool{New: func() any { return new([]float32) }}
+
+// packA writes rows [r0+i0, r0+i1) (i0 a multiple of mr) and k in
+// [k0, k0+kb) of a into dst as micro-panels of mr rows: micro-panel t
+// holds A[r0+t*mr+i, k0+k] at t*mr*kb + k*mr + i, zero past r1.
+func packA(dst, a []float32, lda, r0, r1, i0, i1, k0, kb, mr int) {
+	for t0 := r0 + i0; t0 < r0+i1; t0 += mr {
+		mp := dst[(t0-r0)*kb : (t0-r0+mr)*kb]
+		n := min(mr, r1-t0)
+		if n < mr {
+			clear(mp)
+		}
+		for i := 0; i < n; i++ {
+			src := a[(t0+i)*lda+k0 : (t0+i)*lda+k0+kb]
+			d := mp[i:]
+			for k, v := range src {
+				d[k*mr] = v
+			}
+		}
+	}
+}
+
+// kernelGeneric is the pure-Go tile: 4 rows x 16 columns, the same
+// contract as the assembly kernels (k in order, C = acc + bias + old C).
+func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, _ []float32) {
+	for t := 0; t < tiles; t++ {
+		kernelGeneric1(kc, a[t*kc*4:], b, c[t*4*ldc:], ldc, bias, load)
+	}
+}
+
+func kernelGeneric1(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
+	a = a[:kc*4]
+	b = b[:(kc-1)*panelWidth+16]
+	// Four passes of 4 columns: 16 scalar accumulators stay in registers.
+	for j0 := 0; j0 < 16; j0 += 4 {
+		var s00, s01, s02, s03, s10, s11, s12, s13 float32
+		var s20, s21, s22, s23, s30, s31, s32, s33 float32
+		for k := 0; k < kc; k++ {
+			bk := b[k*panelWidth+j0 : k*panelWidth+j0+4 : k*panelWidth+j0+4]
+			ak := a[k*4 : k*4+4 : k*4+4]
+			y0, y1, y2, y3 := bk[0], bk[1], bk[2], bk[3]
+			x0, x1, x2, x3 := ak[0], ak[1], ak[2], ak[3]
+			s00 += x0 * y0
+			s01 += x0 * y1
+			s02 += x0 * y2
+			s03 += x0 * y3
+			s10 += x1 * y0
+			s11 += x1 * y1
+			s12 += x1 * y2
+			s13 += x1 * y3
+			s20 += x2 * y0
+			s21 += x2 * y1
+			s22 += x2 * y2
+			s23 += x2 * y3
+			s30 += x3 * y0
+			s31 += x3 * y1
+			s32 += x3 * y2
+			s33 += x3 * y3
+		}
+		store4(c[j0:], bias, j0, load, s00, s01, s02, s03)
+		store4(c[ldc+j0:], bias, j0, load, s10, s11, s12, s13)
+		store4(c[2*ldc+j0:], bias, j0, load, s20, s21, s22, s23)
+		store4(c[3*ldc+j0:], bias, j0, load, s30, s31, s32, s33)
+	}
+}
+
+func store4(d, bias []float32, j int, load bool, s0, s1, s2, s3 float32) {
+	d = d[:4]
+	if bias != nil {
+		b := bias[j : j+4]
+		s0, s1, s2, s3 = s0+b[0], s1+b[1], s2+b[2], s3+b[3]
+	}
+	if load {
+		s0, s1, s2, s3 = s0+d[0], s1+d[1], s2+d[2], s3+d[3]
+	}
+	d[0], d[1], d[2], d[3] = s0, s1, s2, s3
 }
 
 // ParallelFor runs fn over [0, n) split into contiguous pieces of at least

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package kern
+
+func processCPUTime() float64 { return 0 }
