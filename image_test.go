@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -356,4 +357,36 @@ func TestImageFromSafetensors(t *testing.T) {
 	require.NoError(t, err)
 	defer tok.Close()
 	runImageFixture(t, dir, tok)
+}
+
+func TestImageConcurrentCallsAgree(t *testing.T) {
+	tok := synthFixtureTokenizer(t, "testdata/image/tiny")
+	defer tok.Close()
+	x, _ := readF32(t, "testdata/image/tiny/x.npy")
+	codes, _ := readI32(t, "testdata/image/tiny/codes.npy")
+	ctx := context.Background()
+	wantCodes, err := tok.TokenizePixels(ctx, x, 2)
+	require.NoError(t, err)
+	wantRec, err := tok.Detokenize(ctx, codes, 2)
+	require.NoError(t, err)
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		go func() {
+			c, err := tok.TokenizePixels(ctx, x, 2)
+			if err == nil && fmt.Sprint(c) != fmt.Sprint(wantCodes) {
+				err = fmt.Errorf("concurrent tokenize differs")
+			}
+			errs <- err
+		}()
+		go func() {
+			r, err := tok.Detokenize(ctx, codes, 2)
+			if err == nil && maxAbsDiff(r, wantRec) != 0 {
+				err = fmt.Errorf("concurrent detokenize differs by %g", maxAbsDiff(r, wantRec))
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		require.NoError(t, <-errs)
+	}
 }
