@@ -142,18 +142,44 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 
 var cudaImageNotice sync.Once
 
-// attachImageModel loads the image path of r into t (see ImageModel).
-func (t *Tokenizer) attachImageModel(r ckpt.Reader) {
-	t.image = loadImageModel(r, t.model.Config, t.opts.threads)
-	if t.image.enc != nil && t.be.Name() != "cpu" {
-		cudaImageNotice.Do(func() {
-			fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
-		})
-	}
+// imageState is a Tokenizer's image path, loaded once on first use.
+type imageState struct {
+	once sync.Once
+	open func() (ckpt.Reader, error) // nil: a core-only model (New)
+	m    *imageModel
 }
 
-// ImageModel reports whether the image path (ViTamin encoder and decoder)
-// is loaded: nil if so, else an ErrBadInput error saying exactly what is
+// keepOpen is a reader whose Close does nothing (its owner closes it).
+type keepOpen struct{ ckpt.Reader }
+
+func (keepOpen) Close() error { return nil }
+
+// img returns the image path, loading it on the first call; nil for a
+// tokenizer built from a core Model.
+func (t *Tokenizer) img() *imageModel {
+	t.image.once.Do(func() {
+		if t.image.open == nil {
+			return
+		}
+		r, err := t.image.open()
+		if err != nil {
+			t.image.m = &imageModel{err: badInput("image model", "%v", err)}
+			t.image.m.headErr = t.image.m.err
+			return
+		}
+		defer r.Close()
+		t.image.m = loadImageModel(r, t.model.Config, t.opts.threads)
+		if t.image.m.enc != nil && t.be.Name() != "cpu" {
+			cudaImageNotice.Do(func() {
+				fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
+			})
+		}
+	})
+	return t.image.m
+}
+
+// ImageModel loads the image path (ViTamin encoder and decoder) if it is
+// not loaded yet, and reports whether it is: nil if so, else an ErrBadInput error saying exactly what is
 // missing or misshapen in the checkpoint (a core-only checkpoint still
 // serves features <-> codes). EmbedPixels also needs the CLIP head
 // (fc_norm, projection) and says so when it is absent.
@@ -162,11 +188,12 @@ func (t *Tokenizer) ImageModel() error {
 	if err := t.check(op); err != nil {
 		return err
 	}
-	if t.image == nil {
+	im := t.img()
+	if im == nil {
 		return badInput(op, "no image model loaded (the tokenizer was built from a core model)")
 	}
-	if t.image.err != nil {
-		return t.image.err
+	if im.err != nil {
+		return im.err
 	}
 	return nil
 }
@@ -174,10 +201,13 @@ func (t *Tokenizer) ImageModel() error {
 // ImageSize is the side of the square images the image path takes and
 // returns (256 for UniTok), or 0 without an image model.
 func (t *Tokenizer) ImageSize() int {
-	if t == nil || t.image == nil || t.image.enc == nil {
+	if t == nil || t.closed.Load() {
 		return 0
 	}
-	return t.image.cfg.ImgSize
+	if im := t.img(); im != nil && im.enc != nil {
+		return im.cfg.ImgSize
+	}
+	return 0
 }
 
 // ImageArch is the architecture of a checkpoint's image path (UniTok's
@@ -207,10 +237,13 @@ func archOf(c vitamin.Config) ImageArch {
 
 // ImageArch returns the loaded image architecture; false without one.
 func (t *Tokenizer) ImageArch() (ImageArch, bool) {
-	if t == nil || t.image == nil || t.image.enc == nil {
+	if t == nil || t.closed.Load() {
 		return ImageArch{}, false
 	}
-	return archOf(t.image.cfg), true
+	if im := t.img(); im != nil && im.enc != nil {
+		return archOf(im.cfg), true
+	}
+	return ImageArch{}, false
 }
 
 // ImageInfo describes a checkpoint's image path for `unitok inspect`.
@@ -312,11 +345,11 @@ func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, err
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return t.image, nil
+	return t.img(), nil
 }
 
 func (t *Tokenizer) checkPixels(op string, x []float32, B int) error {
-	S := t.image.cfg.ImgSize
+	S := t.img().cfg.ImgSize
 	if B <= 0 {
 		return badInput(op, "batch must be positive, got B=%d", B)
 	}
@@ -356,7 +389,7 @@ func (t *Tokenizer) TokenizePixels(ctx context.Context, x []float32, B int) ([]i
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return t.Encode(feats, B, t.image.cfg.Tokens())
+	return t.Encode(feats, B, t.img().cfg.Tokens())
 }
 
 // Detokenize is UniTok's idx_to_img: codes (B, N, K) (or (B, K, N) with
@@ -386,17 +419,18 @@ func (t *Tokenizer) Detokenize(ctx context.Context, codes []int32, B int) ([]flo
 // projection, L2-normalized; returns (B, E).
 func (t *Tokenizer) EmbedPixels(ctx context.Context, x []float32, B int) ([]float32, error) {
 	const op = "embed"
-	if _, err := t.imageReady(op, ctx); err != nil {
+	im, err := t.imageReady(op, ctx)
+	if err != nil {
 		return nil, err
 	}
-	if t.image.head == nil {
-		return nil, &Error{Op: op, Msg: t.image.headErr.Error(), Kind: ErrBadInput}
+	if im.head == nil {
+		return nil, &Error{Op: op, Msg: im.headErr.Error(), Kind: ErrBadInput}
 	}
 	feats, err := t.encodeTokens(ctx, op, x, B)
 	if err != nil {
 		return nil, err
 	}
-	N := t.image.cfg.Tokens()
+	N := im.cfg.Tokens()
 	codes, err := t.Encode(feats, B, N)
 	if err != nil {
 		return nil, err
@@ -405,5 +439,5 @@ func (t *Tokenizer) EmbedPixels(ctx context.Context, x []float32, B int) ([]floa
 	if err != nil {
 		return nil, err
 	}
-	return t.image.head.Embed(t.image.eng, tokens, B, N, t.model.InDim), nil
+	return im.head.Embed(im.eng, tokens, B, N, t.model.InDim), nil
 }

@@ -103,7 +103,7 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 	require.Equal(t, vc.Heads, got.Heads)
 	require.Equal(t, c.NumHeads, tok.Config().NumHeads)
 	require.Equal(t, f.ImgSize, tok.ImageSize())
-	im := tok.image
+	im := tok.img()
 	ctx := context.Background()
 	B, N := f.B, vc.Tokens()
 
@@ -177,7 +177,9 @@ func TestImageFromReleasedLayoutPth(t *testing.T) {
 	tok, err := Open(filepath.Join(dir, "unitok_tiny_bf16.pth"), WithDevice("cpu"), WithHeads(4))
 	require.NoError(t, err)
 	defer tok.Close()
+	require.Nil(t, tok.image.m, "the image path must load on first use, not at Open")
 	runImageFixture(t, dir, tok)
+	require.NotNil(t, tok.image.m)
 }
 
 // TestImageVitaminBaseMatchesPyTorch runs the vitamin_base case (about a

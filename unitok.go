@@ -102,7 +102,7 @@ type Tokenizer struct {
 	be      backend
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
-	image   *imageModel // the ViTamin image path (image.go); nil for core-only models
+	image   imageState // the ViTamin image path (image.go), loaded on first use
 }
 
 // Open loads a checkpoint (safetensors, or a PyTorch zip checkpoint where
@@ -113,10 +113,18 @@ func Open(path string, opts ...Option) (*Tokenizer, error) {
 		return nil, err
 	}
 	defer r.Close()
-	return openReader(r, opts...)
+	t, err := openReader(r, opts...)
+	if err != nil {
+		return nil, err
+	}
+	// The image path is read from the file on first use, so core-only
+	// users never pay for the encoder and decoder.
+	t.image.open = func() (ckpt.Reader, error) { return openCheckpoint(path) }
+	return t, nil
 }
 
-// openReader loads the core and, when present, the image path from r.
+// openReader loads the core from r; the image path is loaded from r on
+// first use (so r must stay readable; Open points it at the file instead).
 func openReader(r ckpt.Reader, opts ...Option) (*Tokenizer, error) {
 	o := buildOptions(opts)
 	m, err := LoadModel(r, opts...)
@@ -127,7 +135,7 @@ func openReader(r ckpt.Reader, opts ...Option) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.attachImageModel(r)
+	t.image.open = func() (ckpt.Reader, error) { return keepOpen{r}, nil }
 	return t, nil
 }
 
