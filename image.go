@@ -213,20 +213,20 @@ func (t *Tokenizer) ImageSize() int {
 // ImageArch is the architecture of a checkpoint's image path (UniTok's
 // ViTamin encoder, ViTaminDecoder and CLIP head).
 type ImageArch struct {
-	Model         string // "vitamin_large", "vitamin_base" or "custom"
-	ImageSize     int    // input side in pixels
-	Tokens        int    // tokens per image, (ImageSize/16)^2
-	StemWidth     int
-	StageWidths   []int // MbConvLNBlock stages
-	StageDepths   []int
-	Width         int // ViT width C
-	Depth         int // encoder ViT blocks
-	Heads         int
-	MLPHidden     int
-	DecoderDepth  int   // decoder ViT blocks
-	DecoderWidths []int // after up_conv1 and up_conv3
-	DecoderDepths []int // InvMbConvLNBlocks in up_conv2, up_conv3
-	EmbedDim      int   // CLIP projection width, 0 without a head
+	Model         string `json:"model"`      // "vitamin_large", "vitamin_base" or "custom"
+	ImageSize     int    `json:"image_size"` // input side in pixels
+	Tokens        int    `json:"tokens"`     // tokens per image, (ImageSize/16)^2
+	StemWidth     int    `json:"stem_width"`
+	StageWidths   []int  `json:"stage_widths"` // MbConvLNBlock stages
+	StageDepths   []int  `json:"stage_depths"`
+	Width         int    `json:"width"` // ViT width C
+	Depth         int    `json:"depth"` // encoder ViT blocks
+	Heads         int    `json:"heads"`
+	MLPHidden     int    `json:"mlp_hidden"`
+	DecoderDepth  int    `json:"decoder_depth"`  // decoder ViT blocks
+	DecoderWidths []int  `json:"decoder_widths"` // after up_conv1 and up_conv3
+	DecoderDepths []int  `json:"decoder_depths"` // InvMbConvLNBlocks in up_conv2, up_conv3
+	EmbedDim      int    `json:"embed_dim"`      // CLIP projection width, 0 without a head
 }
 
 func archOf(c vitamin.Config) ImageArch {
@@ -249,15 +249,16 @@ func (t *Tokenizer) ImageArch() (ImageArch, bool) {
 // ImageInfo describes a checkpoint's image path for `unitok inspect`.
 type ImageInfo struct {
 	// Arch is valid when Error is empty or names only missing tensors.
-	Arch ImageArch
+	Arch ImageArch `json:"arch"`
 	// Error says why the image path cannot be inferred ("" when it can).
-	Error string
+	Error string `json:"error,omitempty"`
 	// Params counts the parameters of each part ("encoder", "decoder",
 	// "head") that the architecture needs.
-	Params map[string]int
+	Params map[string]int `json:"params"`
 	// Missing and Misshapen list the image tensors absent from the file or
 	// of the wrong shape ("name: have [..], want [..]").
-	Missing, Misshapen []string
+	Missing   []string `json:"missing"`
+	Misshapen []string `json:"misshapen"`
 }
 
 // InspectImage reports the image path of the checkpoint at path: its
@@ -279,6 +280,12 @@ func InspectImage(path string) (*ImageInfo, error) {
 	}
 	info.Arch = archOf(c)
 	info.Missing, info.Misshapen = imageTensorCheck(src, c, info.Params)
+	if info.Missing == nil {
+		info.Missing = []string{}
+	}
+	if info.Misshapen == nil {
+		info.Misshapen = []string{}
+	}
 	return info, nil
 }
 
