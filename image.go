@@ -142,11 +142,11 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 
 var cudaImageNotice sync.Once
 
-// imageState is a Tokenizer's image path, loaded once on first use.
+// imageState says how a Tokenizer loads its image path (once, on first
+// use).
 type imageState struct {
 	once sync.Once
 	open func() (ckpt.Reader, error) // nil: a core-only model (New)
-	m    *imageModel
 }
 
 // keepOpen is a reader whose Close does nothing (its owner closes it).
@@ -154,28 +154,29 @@ type keepOpen struct{ ckpt.Reader }
 
 func (keepOpen) Close() error { return nil }
 
-// img returns the image path, loading it on the first call; nil for a
-// tokenizer built from a core Model.
+// img returns the image path, loading it into t.image on the first call;
+// nil for a tokenizer built from a core Model. After any call of img (or
+// of a method that calls it), t.image may be read directly.
 func (t *Tokenizer) img() *imageModel {
-	t.image.once.Do(func() {
-		if t.image.open == nil {
+	t.imgLoad.once.Do(func() {
+		if t.imgLoad.open == nil {
 			return
 		}
-		r, err := t.image.open()
+		r, err := t.imgLoad.open()
 		if err != nil {
-			t.image.m = &imageModel{err: badInput("image model", "%v", err)}
-			t.image.m.headErr = t.image.m.err
+			e := badInput("image model", "%v", err)
+			t.image = &imageModel{err: e, headErr: e}
 			return
 		}
 		defer r.Close()
-		t.image.m = loadImageModel(r, t.model.Config, t.opts.threads)
-		if t.image.m.enc != nil && t.be.Name() != "cpu" {
+		t.image = loadImageModel(r, t.model.Config, t.opts.threads)
+		if t.image.enc != nil && t.be.Name() != "cpu" {
 			cudaImageNotice.Do(func() {
 				fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
 			})
 		}
 	})
-	return t.image.m
+	return t.image
 }
 
 // ImageModel loads the image path (ViTamin encoder and decoder) if it is

@@ -177,9 +177,9 @@ func TestImageFromReleasedLayoutPth(t *testing.T) {
 	tok, err := Open(filepath.Join(dir, "unitok_tiny_bf16.pth"), WithDevice("cpu"), WithHeads(4))
 	require.NoError(t, err)
 	defer tok.Close()
-	require.Nil(t, tok.image.m, "the image path must load on first use, not at Open")
+	require.Nil(t, tok.image, "the image path must load on first use, not at Open")
 	runImageFixture(t, dir, tok)
-	require.NotNil(t, tok.image.m)
+	require.NotNil(t, tok.image)
 }
 
 // TestImageVitaminBaseMatchesPyTorch runs the vitamin_base case (about a

@@ -102,7 +102,8 @@ type Tokenizer struct {
 	be      backend
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
-	image   imageState // the ViTamin image path (image.go), loaded on first use
+	image   *imageModel // the ViTamin image path (image.go), set by img() on first use
+	imgLoad imageState  // how and whether the image path is loaded
 }
 
 // Open loads a checkpoint (safetensors, or a PyTorch zip checkpoint where
@@ -119,7 +120,7 @@ func Open(path string, opts ...Option) (*Tokenizer, error) {
 	}
 	// The image path is read from the file on first use, so core-only
 	// users never pay for the encoder and decoder.
-	t.image.open = func() (ckpt.Reader, error) { return openCheckpoint(path) }
+	t.imgLoad.open = func() (ckpt.Reader, error) { return openCheckpoint(path) }
 	return t, nil
 }
 
@@ -135,7 +136,7 @@ func openReader(r ckpt.Reader, opts ...Option) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.image.open = func() (ckpt.Reader, error) { return keepOpen{r}, nil }
+	t.imgLoad.open = func() (ckpt.Reader, error) { return keepOpen{r}, nil }
 	return t, nil
 }
 
