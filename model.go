@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/unitok/unitok/internal/ckpt"
+	"github.com/unitok/unitok/internal/pth"
 )
 
 // Config holds the hyper-parameters of UniTok's tokenizer core. Every size is
@@ -186,16 +187,40 @@ func equalShape(a, b []int) bool {
 	return true
 }
 
-// inferConfig reads C, D, K, V from tensor shapes and H, causal from
-// metadata (defaults: 16 heads when they divide the widths, full attention).
-func inferConfig(s *tensorSet, meta map[string]string) (Config, error) {
+// Where a config's head count came from (CheckpointInfo.HeadsSource).
+const (
+	HeadsFromOption   = "--heads"
+	HeadsFromMetadata = "from metadata"
+	HeadsFromWidths   = "C/D, as UniTok's UniTok class builds it"
+)
+
+// UniTokHeads is the head count UniTok's UniTok class (models/unitok.py)
+// gives both projections: num_heads = encoder.embed_dim // vocab_width,
+// i.e. C / D (16 for vitamin_large, 1024/64; 12 for vitamin_base, 768/64).
+// It is an error when D does not divide C: no UniTok model has such widths,
+// and the head count must then be given (WithHeads, --heads).
+func UniTokHeads(inDim, latentDim int) (int, error) {
+	if inDim <= 0 || latentDim <= 0 || inDim%latentDim != 0 {
+		return 0, badInput("checkpoint", "num_heads is not recorded and C=%d is not a multiple of D=%d, "+
+			"so it cannot be C/D as UniTok's UniTok class builds it; pass the number of heads (--heads N)", inDim, latentDim)
+	}
+	return inDim / latentDim, nil
+}
+
+// inferConfig reads C, D, K, V from tensor shapes, causal from metadata
+// (default full attention) and H from, in order: heads (WithHeads, when > 0),
+// metadata num_heads, or C/D as UniTok's UniTok class builds the
+// projections. It also returns where H came from (HeadsFrom*). Training
+// arguments recorded as metadata (args.model, args.vocab_width, from a .pth
+// or a file converted from one) must agree with the tensor shapes.
+func inferConfig(s *tensorSet, meta map[string]string, heads int) (Config, string, error) {
 	var c Config
 	sh, err := s.shape(keyQuantProj + ".proj.weight")
 	if err != nil {
-		return c, err
+		return c, "", err
 	}
 	if len(sh) != 2 {
-		return c, badInput("checkpoint", "tensor %s.proj.weight has shape %v, want 2 dims", keyQuantProj, sh)
+		return c, "", badInput("checkpoint", "tensor %s.proj.weight has shape %v, want 2 dims", keyQuantProj, sh)
 	}
 	c.LatentDim, c.InDim = sh[0], sh[1]
 	for {
@@ -205,34 +230,61 @@ func inferConfig(s *tensorSet, meta map[string]string) (Config, error) {
 		c.NumCodebooks++
 	}
 	if c.NumCodebooks == 0 {
-		return c, badInput("checkpoint", "missing tensor %s", fmt.Sprintf(keyCodebookFmt, 0))
+		return c, "", badInput("checkpoint", "missing tensor %s", fmt.Sprintf(keyCodebookFmt, 0))
 	}
 	cb, _ := s.shape(fmt.Sprintf(keyCodebookFmt, 0))
 	if len(cb) != 2 {
-		return c, badInput("checkpoint", "tensor %s has shape %v, want (V, d)", fmt.Sprintf(keyCodebookFmt, 0), cb)
+		return c, "", badInput("checkpoint", "tensor %s has shape %v, want (V, d)", fmt.Sprintf(keyCodebookFmt, 0), cb)
 	}
 	c.CodebookSize = cb[0]
-	if v, ok := meta["num_heads"]; ok {
-		h, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil || h <= 0 {
-			return c, badInput("checkpoint", "metadata num_heads=%q is not a positive integer", v)
-		}
-		c.NumHeads = h
-	} else {
-		c.NumHeads = DefaultNumHeads
+	if err := checkArgs(c, meta); err != nil {
+		return c, "", err
 	}
 	if v, ok := meta["causal"]; ok {
 		b, err := strconv.ParseBool(strings.ToLower(strings.TrimSpace(v)))
 		if err != nil {
-			return c, badInput("checkpoint", "metadata causal=%q is not a boolean", v)
+			return c, "", badInput("checkpoint", "metadata causal=%q is not a boolean", v)
 		}
 		c.Causal = b
 	}
-	return c, nil
+	var src string
+	switch v, ok := meta["num_heads"]; {
+	case heads > 0:
+		c.NumHeads, src = heads, HeadsFromOption
+	case ok:
+		h, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || h <= 0 {
+			return c, "", badInput("checkpoint", "metadata num_heads=%q is not a positive integer", v)
+		}
+		c.NumHeads, src = h, HeadsFromMetadata
+	default:
+		if c.NumHeads, err = UniTokHeads(c.InDim, c.LatentDim); err != nil {
+			return c, "", err
+		}
+		src = HeadsFromWidths
+	}
+	return c, src, nil
 }
 
-// DefaultNumHeads is used when a checkpoint does not record its head count.
-const DefaultNumHeads = 16
+// checkArgs cross-checks UniTok's training arguments, where the metadata
+// carries them, against the tensor shapes: args.model names the encoder
+// (vitamin_base is 768 wide, vitamin_large 1024), which is C, and
+// args.vocab_width is D; together they fix the head count UniTok's UniTok
+// class built (C/D). A mismatch means the arguments belong to another
+// model, and C/D would not be the heads the weights were trained with.
+func checkArgs(c Config, meta map[string]string) error {
+	if v, ok := meta["args.vocab_width"]; ok {
+		if w, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && w != c.LatentDim {
+			return badInput("checkpoint", "args.vocab_width=%d but tensor %s.proj.weight gives latent width D=%d", w, keyQuantProj, c.LatentDim)
+		}
+	}
+	if v, ok := meta["args.model"]; ok {
+		if w, ok := pth.ModelWidth(strings.TrimSpace(v)); ok && int(w) != c.InDim {
+			return badInput("checkpoint", "args.model=%s is %d wide but tensor %s.proj.weight gives width C=%d", v, w, keyQuantProj, c.InDim)
+		}
+	}
+	return nil
+}
 
 // loadModel reads and shape-checks every core tensor for config c.
 func loadModel(s *tensorSet, c Config) (*Model, error) {

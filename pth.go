@@ -39,12 +39,15 @@ type CheckpointInfo struct {
 	Path   string
 	Format string // "safetensors" or "pytorch-zip"
 	// Config is inferred from tensor shapes and metadata (NumHeads falls
-	// back to DefaultNumHeads, Causal to false, as Open would). Valid only
-	// when ConfigError is empty.
+	// back to C/D, Causal to false, as Open would). Valid only when
+	// ConfigError is empty.
 	Config      Config
 	ConfigError string
 	// HeadsKnown reports whether the checkpoint records num_heads.
 	HeadsKnown bool
+	// HeadsSource says where Config.NumHeads came from: HeadsFromMetadata
+	// or HeadsFromWidths ("C/D, as UniTok's UniTok class builds it").
+	HeadsSource string
 	// Tensors lists the core tensors present, in file order.
 	Tensors []ckpt.Info
 	// Missing lists required core tensors absent from the file; Misshapen
@@ -83,7 +86,7 @@ func InspectCheckpoint(path string) (*CheckpointInfo, error) {
 		s.infos[t.Name] = t
 	}
 	_, info.HeadsKnown = info.Metadata["num_heads"]
-	c, err := inferConfig(s, info.Metadata)
+	c, src, err := inferConfig(s, info.Metadata, 0)
 	if err != nil {
 		info.ConfigError = err.Error()
 		for _, name := range []string{keyQuantProj + ".proj.weight", fmt.Sprintf(keyCodebookFmt, 0)} {
@@ -93,7 +96,7 @@ func InspectCheckpoint(path string) (*CheckpointInfo, error) {
 		}
 		return info, nil
 	}
-	info.Config = c
+	info.Config, info.HeadsSource = c, src
 	if err := c.Validate(); err != nil {
 		info.ConfigError = err.Error()
 	}
@@ -164,7 +167,7 @@ func ConvertToSafetensors(in, out string, opts ...Option) error {
 	if o.causal != nil {
 		meta["causal"] = fmt.Sprint(*o.causal)
 	}
-	c, err := inferConfig(s, meta)
+	c, _, err := inferConfig(s, meta, 0)
 	if err != nil {
 		return err
 	}

@@ -187,8 +187,10 @@ func TestInspectCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := pthConfig
-	want.NumHeads, want.Causal = DefaultNumHeads, false // the .pth records neither
-	if info.Format != "pytorch-zip" || info.Config != want || info.ConfigError != "" || info.HeadsKnown {
+	// The .pth records neither heads nor causal: heads are C/D = 48/16, as
+	// UniTok's UniTok class builds them; attention is full.
+	want.NumHeads, want.Causal = 3, false
+	if info.Format != "pytorch-zip" || info.Config != want || info.ConfigError != "" || info.HeadsKnown || info.HeadsSource != HeadsFromWidths {
 		t.Errorf("info %+v", info)
 	}
 	if len(info.Missing) != 0 || len(info.Misshapen) != 0 {
@@ -204,7 +206,7 @@ func TestInspectCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Format != "safetensors" || st.Config != pthConfig || !st.HeadsKnown || len(st.Missing) != 0 {
+	if st.Format != "safetensors" || st.Config != pthConfig || !st.HeadsKnown || st.HeadsSource != HeadsFromMetadata || len(st.Missing) != 0 {
 		t.Errorf("safetensors info %+v", st)
 	}
 }

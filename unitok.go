@@ -67,6 +67,9 @@ type options struct {
 	layout  Layout
 	threads int
 	streams int
+
+	// maxPixels bounds the image calls (image_api.go); 0: DefaultMaxPixels.
+	maxPixels int64
 }
 
 // Option configures Open and New.
@@ -167,19 +170,18 @@ func openCheckpoint(path string) (ckpt.Reader, error) {
 }
 
 // LoadModel reads the tokenizer core from an opened checkpoint, inferring the
-// sizes from tensor shapes and heads/causal from metadata or options.
+// sizes from tensor shapes and heads/causal from options or metadata. When
+// neither gives the head count it is C/D, as UniTok's UniTok class builds
+// the projections (see UniTokHeads).
 func LoadModel(r ckpt.Reader, opts ...Option) (*Model, error) {
 	o := buildOptions(opts)
 	s := &tensorSet{r: r, infos: map[string]ckpt.Info{}}
 	for _, t := range r.Tensors() {
 		s.infos[t.Name] = t
 	}
-	c, err := inferConfig(s, r.Metadata())
+	c, _, err := inferConfig(s, r.Metadata(), o.heads)
 	if err != nil {
 		return nil, err
-	}
-	if o.heads > 0 {
-		c.NumHeads = o.heads
 	}
 	if o.causal != nil {
 		c.Causal = *o.causal

@@ -19,8 +19,8 @@ Modes (run from the repository root):
   fixtures  Conformance fixtures, one directory per case:
               python3 bench/torch_reference.py fixtures --out testdata/fixtures
             Cases small_causal, small_full (model.safetensors + config.json) and
-            real_causal, real_full (config.json only: regenerate the weights with
-            SynthModel(cfg, seed)).  Each holds features.npy (B,N,C) f32,
+            real_causal, real_full, base_full (config.json only: regenerate the
+            weights with SynthModel(cfg, seed)); --cases a,b makes only those.  Each holds features.npy (B,N,C) f32,
             latents.npy (B,N,D) f32, codes.npy (B,N,K) i32 (cosine),
             margins.npy (B,N,K) f32 (top1 - top2 cosine score, float64 math),
             l2_codes.npy (B,N,K) i32, l2_margins.npy (B,N,K) f32 (2nd-best minus
@@ -40,6 +40,16 @@ Modes (run from the repository root):
             malicious.pth (data.pkl references os.system; NEVER load it).
             The core is small_causal's (C=48 D=16 K=4 V=100, seed 1); the
             checkpoints do not record heads/causal: use 4 heads, causal.
+
+  unitok    Checkpoints written by torch.save from UniTok's OWN modules
+            (models/vqvae.py AttnProjection, models/quant.py VectorQuantizerM,
+            built as its UniTok class builds them: C // D heads), in UniTok's
+            training-checkpoint layout, recording no num_heads:
+              python3 bench/torch_reference.py unitok --unitok-src UNITOK \
+                  --out testdata/unitok [--big-out /tmp/unitok_pth]
+            c256 (C=256 D=64, committed) and, with --big-out, base (C=768) and
+            large (C=1024) on the weights/features of fixtures base_full and
+            real_full, checked to reproduce those fixtures' codes.
 
   selfcheck Re-reads everything above from disk (own safetensors/npy parsing)
             and recomputes it with an independent float64 NumPy implementation
@@ -298,6 +308,9 @@ CASES = [
          num_heads=16, causal=True, B=1, N=17, seed=3, weights=False),
     dict(name="real_full", in_dim=1024, latent_dim=64, num_codebooks=8, codebook_size=4096,
          num_heads=16, causal=False, B=2, N=9, seed=4, weights=False),
+    # vitamin_base width: UniTok's UniTok class gives it C // D = 768 // 64 = 12 heads.
+    dict(name="base_full", in_dim=768, latent_dim=64, num_codebooks=8, codebook_size=4096,
+         num_heads=12, causal=False, B=1, N=11, seed=5, weights=False),
 ]
 
 CFG_KEYS = ("in_dim", "latent_dim", "num_codebooks", "codebook_size", "num_heads", "causal", "seed")
@@ -332,10 +345,12 @@ def l2_codes(z, core, dtype):
     return torch.stack(codes, -1), torch.stack(margins, -1)
 
 
-def run_fixtures(out):
+def run_fixtures(out, only=None):
     torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
     summary = {}
     for case in CASES:
+        if only and case["name"] not in only:
+            continue
         d = os.path.join(out, case["name"])
         os.makedirs(d, exist_ok=True)
         cfg = {k: case[k] for k in CFG_KEYS}
@@ -519,6 +534,184 @@ def run_pth(out):
         assert torch.equal(a[k], t), k
         assert a[k].dtype == torch.bfloat16
     print("pth: wrote", sorted(os.listdir(out)))
+
+
+# ----------------------------------------------------------------------------
+# unitok: checkpoints written by torch.save from UniTok's own modules
+# ----------------------------------------------------------------------------
+
+# Each case builds the tokenizer core exactly as UniTok's UniTok class
+# (models/unitok.py) does -- AttnProjection(C, D, C // D), VectorQuantizerM,
+# AttnProjection(D, C, C // D), from UniTok's own models/vqvae.py and
+# models/quant.py -- fills it with the synthetic weights, and torch.saves it in
+# the layout of UniTok's training checkpoints ({'args': Args.state_dict(),
+# 'epoch', 'iter', 'trainer': {'unitok': state_dict}}).  The checkpoint records
+# no num_heads (UniTok's never do): loaders must take C // D.
+UNITOK_CASES = [
+    # custom width: committed under --out (bf16 storage keeps it at ~1.5 MB)
+    dict(name="c256", model="vitamin_custom", in_dim=256, latent_dim=64, num_codebooks=8,
+         codebook_size=64, B=2, N=16, seed=11, dtype=torch.bfloat16),
+    # vitamin_base / vitamin_large: the weights and features of fixtures
+    # base_full / real_full; the checkpoints (fp32) go to --big-out only.
+    dict(name="base", model="vitamin_base", fixture="base_full", dtype=torch.float32),
+    dict(name="large", model="vitamin_large", fixture="real_full", dtype=torch.float32),
+]
+
+
+def _unitok_args(src, **over):
+    """UniTok's Args defaults (utils/config.py, read with ast: its Tap base
+    class is not needed) with the given overrides, as Args.state_dict()."""
+    import ast
+    tree = ast.parse(open(os.path.join(src, "utils", "config.py")).read())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Args")
+    args = collections.OrderedDict()
+    for n in cls.body:
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.value is not None:
+            try:
+                v = ast.literal_eval(n.value)
+            except ValueError:
+                continue
+            if n.target.id != "device":
+                args[n.target.id] = v
+    for k, v in over.items():
+        assert k in args, k
+        args[k] = v
+    return args
+
+
+def _unitok_core(src, embed_dim, args):
+    sys.path.insert(0, src)
+    from models.vqvae import AttnProjection as UAttnProjection
+    from models.quant import VectorQuantizerM
+
+    class UniTokCore(nn.Module):
+        """The tokenizer-core lines of UniTok.__init__ (quant_proj == 'attn')."""
+
+        def __init__(self):
+            super().__init__()
+            heads = embed_dim // args["vocab_width"]
+            self.quant_proj = UAttnProjection(embed_dim, args["vocab_width"], heads)
+            self.quantizer = VectorQuantizerM(
+                vocab_size=args["vocab_size"], vocab_width=args["vocab_width"],
+                beta=args["vq_beta"], use_entropy_loss=args["le"] > 0,
+                entropy_temp=args["e_temp"], num_codebooks=args["num_codebooks"])
+            self.post_quant_proj = UAttnProjection(args["vocab_width"], embed_dim, heads)
+
+    return UniTokCore()
+
+
+def _unitok_margins(core, lat):
+    """top1 - top2 cosine score per (token, codebook), float64: (B, N, K)."""
+    q = core.quantizer
+    chunks = lat.double().split(lat.shape[-1] // q.num_codebooks, dim=-1)
+    out = []
+    for i, cb in enumerate(q.codebooks):
+        s = torch.matmul(F.normalize(chunks[i], dim=-1),
+                         F.normalize(cb.codebook.weight.double(), dim=1).t())
+        top = torch.topk(s, 2, dim=-1).values
+        out.append(top[..., 0] - top[..., 1])
+    return torch.stack(out, -1)
+
+
+def run_unitok(a):
+    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+    src = os.path.abspath(a.unitok_src)
+    ok = True
+    for case in UNITOK_CASES:
+        fx = None
+        if "fixture" in case:
+            if not a.big_out:
+                continue
+            fx = os.path.join(a.fixtures, case["fixture"])
+            cfg = json.load(open(os.path.join(fx, "config.json")))
+            C, D, K, V, seed = (cfg["in_dim"], cfg["latent_dim"], cfg["num_codebooks"],
+                                cfg["codebook_size"], cfg["seed"])
+            assert not cfg["causal"] and cfg["num_heads"] == C // D, cfg
+            x = torch.from_numpy(np.load(os.path.join(fx, "features.npy")))
+            out = os.path.join(a.big_out, case["name"])
+        else:
+            C, D, K, V, seed = (case["in_dim"], case["latent_dim"], case["num_codebooks"],
+                                case["codebook_size"], case["seed"])
+            g = torch.Generator().manual_seed(1000 + seed)
+            x = torch.randn(case["B"], case["N"], C, generator=g, dtype=torch.float32)
+            out = os.path.join(a.out, case["name"])
+        os.makedirs(out, exist_ok=True)
+        args = _unitok_args(src, model=case["model"], vocab_width=D, vocab_size=K * V,
+                            num_codebooks=K, quant_proj="attn")
+        core = _unitok_core(src, C, args)
+        sd = core.state_dict()
+        new = collections.OrderedDict()
+        for k, t in sd.items():
+            if k.endswith("vocab_usage"):
+                new[k] = torch.zeros_like(t)
+            else:
+                new[k] = torch.from_numpy(synth_tensor(k, list(t.shape), seed))
+        core.load_state_dict(new)
+        core = core.to(case["dtype"])  # what is saved; computed in float32 below
+        torch.save({"args": args, "epoch": 0, "iter": 0,
+                    "trainer": {"unitok": core.state_dict()}},
+                   os.path.join(out, "unitok.pth"))
+        core = core.float().eval()
+        with torch.no_grad():
+            lat = core.quant_proj(x)
+            codes = core.quantizer.f_to_idx(lat).permute(0, 2, 1).contiguous()  # (B,K,N) -> (B,N,K)
+            margins = _unitok_margins(core, lat)
+        r = dict(C=C, D=D, heads=core.quant_proj.attn.num_heads, tokens=int(x.shape[0] * x.shape[1]),
+                 min_margin=float(margins.min()), distinct_codes=int(len(torch.unique(codes))),
+                 pth_bytes=os.path.getsize(os.path.join(out, "unitok.pth")))
+        if fx is None:
+            save_npy(os.path.join(out, "features.npy"), x.numpy().astype(np.float32))
+            save_npy(os.path.join(out, "codes.npy"), codes.numpy().astype(np.int32))
+            save_npy(os.path.join(out, "margins.npy"), margins.numpy().astype(np.float32))
+            with open(os.path.join(out, "config.json"), "w") as f:
+                json.dump(dict(in_dim=C, latent_dim=D, num_codebooks=K, codebook_size=V,
+                               num_heads=C // D, causal=False, seed=seed,
+                               dtype=str(case["dtype"]).replace("torch.", ""),
+                               model=case["model"]), f, indent=1)
+                f.write("\n")
+        else:
+            # UniTok's modules must reproduce the committed fixture exactly.
+            want = np.load(os.path.join(fx, "codes.npy"))
+            fm = np.load(os.path.join(fx, "margins.npy"))
+            lat_ref = np.load(os.path.join(fx, "latents.npy"))
+            sure = fm > 1e-5
+            r["codes_eq_fixture"] = bool(np.array_equal(codes.numpy()[sure], want[sure]))
+            r["latents_rel_vs_fixture"] = _rel(lat.numpy(), lat_ref)
+            ok &= r["codes_eq_fixture"] and r["latents_rel_vs_fixture"] < 1e-5
+        print("unitok", case["name"], json.dumps(r))
+        if a.full and case["name"] == "base":
+            ok &= _unitok_full(src, args, core, os.path.join(a.big_out, "base_full"))
+    print("UNITOK", "OK" if ok else "FAILED")
+    return ok
+
+
+def _unitok_full(src, args, core, out):
+    """UniTok's own UniTok class (models/unitok.py) built from args, its
+    tokenizer core replaced by core's weights, saved whole as UniTok's
+    training checkpoints are: the issue-13 reproduction (vitamin_base, no
+    num_heads anywhere)."""
+    sys.path.insert(0, src)
+    from models.unitok import UniTok
+
+    class _Args:
+        pass
+
+    ua = _Args()
+    ua.__dict__.update(args)
+    ua.grad_ckpt = False
+    m = UniTok(ua)
+    assert m.quant_proj.attn.num_heads == m.encoder.embed_dim // args["vocab_width"]
+    sd = m.state_dict()
+    for k, v in core.state_dict().items():
+        assert sd[k].shape == v.shape, k
+        sd[k] = v
+    os.makedirs(out, exist_ok=True)
+    torch.save({"args": args, "epoch": 0, "iter": 0, "trainer": {"unitok": sd}},
+               os.path.join(out, "unitok.pth"))
+    print("unitok base_full: UniTok(%s) with %d tensors, %d parameters, heads %d, %d bytes" % (
+        args["model"], len(sd), sum(v.numel() for v in sd.values()), m.quant_proj.attn.num_heads,
+        os.path.getsize(os.path.join(out, "unitok.pth"))))
+    return True
 
 
 # ----------------------------------------------------------------------------
@@ -792,6 +985,18 @@ def main(argv=None):
                        ("pth", "testdata/pth"), ("selfcheck", "testdata")):
         s = sub.add_parser(m)
         s.add_argument("--out", default=default)
+        if m == "fixtures":
+            s.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    u = sub.add_parser("unitok")
+    u.add_argument("--unitok-src", required=True,
+                   help="a checkout of github.com/FoundationVision/UniTok (its models/ and utils/)")
+    u.add_argument("--out", default="testdata/unitok")
+    u.add_argument("--big-out", default="",
+                   help="also write the C=768 and C=1024 checkpoints (tens of MB, not committed) here")
+    u.add_argument("--fixtures", default="testdata/fixtures")
+    u.add_argument("--full", action="store_true",
+                   help="with --big-out, also save UniTok's whole UniTok class on vitamin_base "
+                        "(encoder, decoder, text tower: ~1.3 GB) as base_full/unitok.pth")
     b = sub.add_parser("bench")
     b.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     b.add_argument("--config", default="real", choices=sorted(BENCH_CFGS))
@@ -805,7 +1010,9 @@ def main(argv=None):
     b.add_argument("--json", default="")
     a = p.parse_args(argv)
     if a.mode == "fixtures":
-        run_fixtures(a.out)
+        run_fixtures(a.out, set(filter(None, a.cases.split(","))))
+    elif a.mode == "unitok":
+        sys.exit(0 if run_unitok(a) else 1)
     elif a.mode == "sample":
         run_sample(a.out)
     elif a.mode == "pth":

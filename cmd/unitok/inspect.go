@@ -32,14 +32,15 @@ type inspectReport struct {
 }
 
 type inspectConfig struct {
-	InDim        int  `json:"in_dim"`
-	LatentDim    int  `json:"latent_dim"`
-	NumCodebooks int  `json:"num_codebooks"`
-	CodebookSize int  `json:"codebook_size"`
-	ChunkDim     int  `json:"chunk_dim"`
-	NumHeads     int  `json:"num_heads"`
-	HeadsKnown   bool `json:"num_heads_in_checkpoint"`
-	Causal       bool `json:"causal"`
+	InDim        int    `json:"in_dim"`
+	LatentDim    int    `json:"latent_dim"`
+	NumCodebooks int    `json:"num_codebooks"`
+	CodebookSize int    `json:"codebook_size"`
+	ChunkDim     int    `json:"chunk_dim"`
+	NumHeads     int    `json:"num_heads"`
+	HeadsKnown   bool   `json:"num_heads_in_checkpoint"`
+	HeadsSource  string `json:"num_heads_source"`
+	Causal       bool   `json:"causal"`
 }
 
 // runInspect prints a checkpoint's config, core tensors, missing tensors
@@ -75,7 +76,7 @@ func runInspect(args []string, stdout io.Writer) error {
 	}
 	if ci.ConfigError == "" {
 		c := ci.Config
-		rep.Config = &inspectConfig{c.InDim, c.LatentDim, c.NumCodebooks, c.CodebookSize, c.ChunkDim(), c.NumHeads, ci.HeadsKnown, c.Causal}
+		rep.Config = &inspectConfig{c.InDim, c.LatentDim, c.NumCodebooks, c.CodebookSize, c.ChunkDim(), c.NumHeads, ci.HeadsKnown, ci.HeadsSource, c.Causal}
 	}
 	rep.Tensors = []inspectTensor{}
 	for _, t := range ci.Tensors {
@@ -108,9 +109,9 @@ func runInspect(args []string, stdout io.Writer) error {
 func printInspect(w io.Writer, r *inspectReport, groups []string) {
 	fmt.Fprintf(w, "checkpoint  %s (%s)\n", r.Path, r.Format)
 	if c := r.Config; c != nil {
-		heads := "from metadata"
+		heads := c.HeadsSource
 		if !c.HeadsKnown {
-			heads = "not recorded; default"
+			heads = "not recorded; " + heads
 		}
 		attn := "full"
 		if c.Causal {

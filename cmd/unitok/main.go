@@ -4,9 +4,17 @@
 //	unitok decode   --checkpoint CKPT --in CODES.npy    --out FEATURES.npy  # (B,N,K) -> (B,N,C)
 //	unitok quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     # (M,D)   -> (M,K)
 //	unitok lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   # (M,K)   -> (M,D)
+//	unitok tokenize    --checkpoint CKPT --in IMG --out CODES.npy   # image -> codes (N,K); --in DIR|GLOB --out DIR
+//	unitok detokenize  --checkpoint CKPT --in CODES.npy --out IMG.png|REC.npy
+//	unitok reconstruct --checkpoint CKPT IN OUT.png [--side-by-side]
+//	unitok embed       --checkpoint CKPT --in IMG --out EMB.npy     # CLIP image embedding (E,)
 //	unitok inspect  CKPT                                # config, tensors, what is missing
 //	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
+//	unitok devices  [--json [--watch D [--count N]]]    # GPUs as NVML sees them
+//	unitok prep status --out DIR [--in DIR|GLOB] [--json]   # a data-prep job's merged manifests
+//	unitok serve    --checkpoint CKPT [--addr 127.0.0.1:8080]   # HTTP service (see unitok serve -h)
+//	unitok loadgen  --addr URL --checkpoint CKPT                # load test against a server
 //
 // Every failure prints one line, "unitok: <what went wrong>", to stderr and
 // exits with status 1. Outputs are written atomically: a failed run leaves
@@ -37,10 +45,27 @@ commands:
   inspect  [--json] CKPT                                           config, tensors, what is missing
   convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
+  devices  [--json [--watch D [--count N]]]                        GPUs (NVML): memory, clocks, power, throttling
+  preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
+  serve    --checkpoint CKPT [--addr 127.0.0.1:8080]                HTTP service with dynamic batching (serve -h)
+  loadgen  --addr URL --checkpoint CKPT [--concurrency 1,8,64,256]  load test a server, with the direct baseline
+
+images (PNG, JPEG, GIF, BMP, WebP; preprocessed as UniTok's inference.py; --max-pixels N refuses larger images):
+  tokenize    --checkpoint CKPT --in IMG --out CODES.npy          image -> codes (N,K); --in DIR|GLOB --out DIR: every image
+  detokenize  --checkpoint CKPT --in CODES.npy --out IMG.png|REC.npy   (N,K) or (B,N,K) codes -> image(s) (B>1: IMG-000.png ...) or float32 (3,S,S)/(B,3,S,S) in [-1,1]
+  reconstruct --checkpoint CKPT IN OUT.png [--side-by-side] [--codes CODES.npy]   image -> codes -> image, prints the PSNR
+  embed       --checkpoint CKPT --in IMG --out EMB.npy            CLIP image embedding (E,) float32, L2-normalized
 
 data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE --out DIR
   --tensor NAME  --batch N  --inflight N (default 2)  --histogram FILE.npy  --verify  --progress-interval D
-  outputs mirror the input tree under --out, with manifest.jsonl; rerun the same command to resume
+  --partition I/N|off   do only partition I of N (default: from JOB_COMPLETION_INDEX and
+                        UNITOK_PARTITIONS, or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT)
+  outputs mirror the input tree under --out, with manifest.jsonl (manifest-IIIII-of-NNNNN.jsonl
+  per partition); rerun the same command to resume
+  webdataset shards (.tar in --in, encode only): one .tar out per shard, each sample's codes as
+                        KEY.codes.npy (N,K) uint16 beside its other members; --keep keeps the image
+  prep status --out DIR [--in DIR|GLOB] [--json]   merge the manifests: done, failed, missing,
+                        throughput per partition, code usage and perplexity over the whole set
 
 common flags:
   --device cpu|cuda|cuda:N   engine (default: cuda when built with it and a GPU is present, else cpu)
@@ -67,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func dispatch(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("no command given (want encode, decode, quantize, lookup, inspect, convert or bench; see unitok help)")
+		return errors.New("no command given (want encode, decode, quantize, lookup, tokenize, detokenize, reconstruct, embed, preprocess, inspect, convert, bench, devices, prep, serve or loadgen; see unitok help)")
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
@@ -79,11 +104,29 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return runConvert(rest, stdout, stderr)
 	case "bench":
 		return runBench(rest, stdout)
+	case "devices":
+		return runDevices(rest, stdout)
+	case "preprocess":
+		return runPreprocess(rest, stdout, stderr)
+	case "prep":
+		return runPrep(rest, stdout)
+	case "serve":
+		return runServe(rest, stdout, stderr)
+	case "loadgen":
+		return runLoadgen(rest, stdout)
+	case "tokenize":
+		return runTokenize(rest, stdout, stderr)
+	case "detokenize":
+		return runDetokenize(rest, stdout, stderr)
+	case "reconstruct":
+		return runReconstruct(rest, stdout, stderr)
+	case "embed":
+		return runEmbed(rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return flag.ErrHelp
 	}
-	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, inspect, convert or bench)", cmd)
+	return fmt.Errorf("unknown command %q (want encode, decode, quantize, lookup, tokenize, detokenize, reconstruct, embed, preprocess, inspect, convert, bench, devices, prep, serve or loadgen)", cmd)
 }
 
 // oneLine folds a multi-line message into one line.

@@ -339,7 +339,7 @@ func TestBadInputs(t *testing.T) {
 		words []string
 	}{
 		{"no command", nil, []string{"no command"}},
-		{"unknown command", []string{"tokenize"}, []string{`unknown command "tokenize"`}},
+		{"unknown command", []string{"tokenise"}, []string{`unknown command "tokenise"`}},
 		{"unknown flag", enc(good, "--bogus"), []string{"unknown flag --bogus"}},
 		{"flag without value", []string{"encode", "--checkpoint"}, []string{"--checkpoint"}},
 		{"missing checkpoint", []string{"encode", "--in", good, "--out", out}, []string{"missing required flag --checkpoint"}},

@@ -12,6 +12,7 @@ import (
 
 	"github.com/unitok/unitok"
 	"github.com/unitok/unitok/internal/prep"
+	"github.com/unitok/unitok/internal/wds"
 )
 
 // prepFlags are the data-prep flags of encode, decode, quantize and lookup:
@@ -24,6 +25,18 @@ type prepFlags struct {
 	histogram string
 	verify    bool
 	interval  time.Duration
+	partition string
+	keep      bool
+}
+
+// tokenizeImages gives the image tokenizer that webdataset (.tar) shards go
+// through, or an error naming what the checkpoint lacks (a core-only
+// checkpoint has no encoder). Tests swap in a fake.
+var tokenizeImages = func(t *unitok.Tokenizer) (wds.TokenizeFunc, error) {
+	if err := t.ImageModel(); err != nil {
+		return nil, err
+	}
+	return t.TokenizeImages, nil
 }
 
 func (p *prepFlags) register(fs *flag.FlagSet) {
@@ -33,6 +46,28 @@ func (p *prepFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.histogram, "histogram", "", "write the per-codebook code histogram (K,V) int64 to this .npy")
 	fs.BoolVar(&p.verify, "verify", false, "rehash outputs the manifest says are done (default: check their size)")
 	fs.DurationVar(&p.interval, "progress-interval", 0, "time between progress lines (default 500ms on a terminal, 5s otherwise)")
+	fs.BoolVar(&p.keep, "keep", false, "webdataset shards: also write each sample's image member (other members are always kept)")
+	fs.StringVar(&p.partition, "partition", "", "do only partition I of N of the shards (I/N, or off; default from JOB_COMPLETION_INDEX+UNITOK_PARTITIONS or SLURM_ARRAY_TASK_ID/COUNT)")
+}
+
+// resolvePartition reads --partition, or the scheduler's environment when
+// it is not given, and says on stderr where an environment value came from.
+func (p *prepFlags) resolvePartition(getenv func(string) string, stderr io.Writer) (prep.Partition, error) {
+	if p.partition != "" {
+		part, err := prep.ParsePartition(p.partition)
+		if err != nil {
+			return part, fmt.Errorf("--%v", err)
+		}
+		return part, nil
+	}
+	part, src, err := prep.PartitionFromEnv(getenv)
+	if err != nil {
+		return part, fmt.Errorf("--partition: %v", err)
+	}
+	if part.Enabled() {
+		fmt.Fprintf(stderr, "partition %s (from %s; --partition off to run every shard)\n", part, src)
+	}
+	return part, nil
 }
 
 // sharded reports whether a run is a data-prep job rather than one array:
@@ -50,7 +85,7 @@ func sharded(in, out string, p *prepFlags) bool {
 	if strings.HasSuffix(out, "/") || !strings.EqualFold(filepath.Ext(out), ".npy") {
 		return true
 	}
-	return p.tensor != "" || p.histogram != ""
+	return p.tensor != "" || p.histogram != "" || p.partition != "" || p.keep
 }
 
 // runShards runs cmd over every shard of in, writing mirrored outputs and a
@@ -66,6 +101,17 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	if pf.batch < 0 {
 		return fmt.Errorf("--batch %d: want a positive number", pf.batch)
 	}
+	part, err := pf.resolvePartition(os.Getenv, stderr)
+	if err != nil {
+		return err
+	}
+	tars := prep.TarInputs([]string{in}, out)
+	switch {
+	case tars && op != prep.Encode:
+		return fmt.Errorf("%s: --in %s holds webdataset shards (.tar), which only encode reads", cmd, in)
+	case pf.keep && !tars:
+		return fmt.Errorf("--keep applies to webdataset (.tar) shards only")
+	}
 	opts, _, err := ef.options()
 	if err != nil {
 		return err
@@ -80,10 +126,26 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	defer t.Close()
 	ctx, stop := prep.NotifyContext(context.Background())
 	defer stop()
+	if tars {
+		tokenize, err := tokenizeImages(t)
+		if err != nil {
+			return fmt.Errorf("encode: --in %s holds webdataset shards (.tar), whose images need the image model: %w", in, err)
+		}
+		c := t.Config()
+		sum, err := prep.RunTars(ctx, prep.TarOptions{
+			In: []string{in}, OutDir: out, Partition: part, Verify: pf.verify, Histogram: pf.histogram,
+			Progress: stderr, Tokenize: tokenize, K: c.NumCodebooks, V: c.CodebookSize,
+			Fingerprint: prep.Fingerprint(t), Device: t.Device(), Batch: pf.batch, Keep: pf.keep,
+		})
+		if sum != nil {
+			sum.Print(stderr)
+		}
+		return err
+	}
 	sum, err := prep.Run(ctx, t, op, prep.Options{
 		In: []string{in}, Tensor: pf.tensor, OutDir: out, Batch: pf.batch, InFlight: pf.inflight,
 		CodesDType: ef.codesDType, Histogram: pf.histogram, Verify: pf.verify,
-		Progress: stderr, ProgressInterval: pf.interval,
+		Progress: stderr, ProgressInterval: pf.interval, Partition: part,
 	})
 	if sum != nil {
 		sum.Print(stderr)

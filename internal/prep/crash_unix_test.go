@@ -48,18 +48,42 @@ func childMain(in, out string) int {
 	defer stop()
 	// After `stall` shards are published, every batch blocks until the
 	// signal (or the kill): the parent then acts mid-shard, deterministically.
-	stall, _ := strconv.Atoi(os.Getenv("UNITOK_PREP_CHILD_STALL"))
-	var commits atomic.Int32
-	testHookCommitted = func(Record) { commits.Add(1) }
-	testHookBatch = func() {
-		if int(commits.Load()) >= stall {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Hour):
+	// UNITOK_PREP_CHILD_STALL unset: no stall.
+	if v := os.Getenv("UNITOK_PREP_CHILD_STALL"); v != "" {
+		stall, _ := strconv.Atoi(v)
+		var commits atomic.Int32
+		testHookCommitted = func(Record) { commits.Add(1) }
+		testHookBatch = func() {
+			if int(commits.Load()) >= stall {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Hour):
+				}
 			}
 		}
 	}
-	sum, err := Run(ctx, tok, Encode, Options{In: []string{in}, OutDir: out, Batch: 1, InFlight: 2})
+	var part Partition
+	if v := os.Getenv("UNITOK_PREP_CHILD_PARTITION"); v != "" {
+		if part, err = ParsePartition(v); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	var sum *Summary
+	if os.Getenv("UNITOK_PREP_CHILD_MODE") == "tar" {
+		// webdataset shards through the fake image tokenizer; testHookBatch
+		// runs before each tokenizer call.
+		o := tarOpts(in, out)
+		o.Partition, o.Batch = part, 2
+		o.Tokenize = tarTokenize(func() {
+			if testHookBatch != nil {
+				testHookBatch()
+			}
+		})
+		sum, err = RunTars(ctx, o)
+	} else {
+		sum, err = Run(ctx, tok, Encode, Options{In: []string{in}, OutDir: out, Batch: 1, InFlight: 2, Partition: part})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		if sum != nil && sum.Interrupted {
@@ -171,12 +195,12 @@ func TestSIGTERMAndResume(t *testing.T) {
 
 func TestOutDirLocked(t *testing.T) {
 	out := t.TempDir()
-	unlock, err := lockDir(out)
+	unlock, err := lockDir(out, Partition{})
 	require.NoError(t, err)
-	_, err = lockDir(out)
+	_, err = lockDir(out, Partition{})
 	require.ErrorContains(t, err, "in use by another run")
 	unlock()
-	unlock, err = lockDir(out)
+	unlock, err = lockDir(out, Partition{})
 	require.NoError(t, err)
 	unlock()
 }

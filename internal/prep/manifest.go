@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/unitok/unitok/internal/wds"
 )
 
 // Record is one manifest line: a shard whose output was published. The
@@ -24,6 +26,51 @@ type Record struct {
 	SHA256  string  `json:"sha256"`  // hex SHA-256 of the whole output file
 	Seconds float64 `json:"seconds"` // wall time from the shard's first read to its commit
 	Params  string  `json:"params"`  // op, dtype, layout, config and weights fingerprint
+	// Partition is "I/N" for a partitioned run (see Partition), else empty.
+	Partition string `json:"partition,omitempty"`
+	// Finished is the commit time (Unix seconds): with Seconds it places
+	// the shard's work in time, for throughput across runs and machines.
+	Finished float64 `json:"finished,omitempty"`
+	// Error, when set, records a shard that failed (Output is where it
+	// would have gone; SHA256 and Bytes are empty): a later record for the
+	// same output supersedes it, and a rerun retries the shard.
+	Error string `json:"error,omitempty"`
+	// Bad lists the samples of a webdataset shard left out of its output
+	// (RunTars): key and reason.
+	Bad []wds.BadSample `json:"bad,omitempty"`
+}
+
+// manifestData is a parsed manifest: the last outcome per output.
+type manifestData struct {
+	done   map[string]Record // last outcome a published output
+	failed map[string]Record // last outcome a failure
+	bad    int               // lines that are not records (a torn tail)
+}
+
+func parseManifest(b []byte) manifestData {
+	m := manifestData{done: map[string]Record{}, failed: map[string]Record{}}
+	for line := range bytes.Lines(b) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil || r.Output == "" {
+			m.bad++
+			continue
+		}
+		switch {
+		case r.Error != "":
+			delete(m.done, r.Output)
+			m.failed[r.Output] = r
+		case r.SHA256 != "":
+			delete(m.failed, r.Output)
+			m.done[r.Output] = r
+		default:
+			m.bad++
+		}
+	}
+	return m
 }
 
 // manifest is the append side of the manifest file.
@@ -32,8 +79,8 @@ type manifest struct {
 	f    *os.File
 }
 
-// readManifest returns the valid records of path by output name (the last
-// record wins). A line that is not valid JSON (a torn last line after a
+// readManifest returns the published-output records of path by output name
+// (the last record wins; failure records are not returned). A line that is not valid JSON (a torn last line after a
 // crash) is ignored, and a torn tail is cut off so that appends start on a
 // fresh line. A missing file is an empty manifest.
 func readManifest(path string) (map[string]Record, int, error) {
@@ -44,26 +91,13 @@ func readManifest(path string) (map[string]Record, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	recs := map[string]Record{}
-	bad := 0
-	for line := range bytes.Lines(b) {
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 {
-			continue
-		}
-		var r Record
-		if err := json.Unmarshal(line, &r); err != nil || r.Output == "" || r.SHA256 == "" {
-			bad++
-			continue
-		}
-		recs[r.Output] = r
-	}
+	m := parseManifest(b)
 	if n := len(b); n > 0 && b[n-1] != '\n' {
 		if err := os.Truncate(path, int64(bytes.LastIndexByte(b, '\n')+1)); err != nil {
 			return nil, 0, fmt.Errorf("cutting the torn last line of %s: %w", path, err)
 		}
 	}
-	return recs, bad, nil
+	return m.done, m.bad, nil
 }
 
 func openManifest(path string) (*manifest, error) {

@@ -247,6 +247,10 @@ func (r *runner) writer(ctx context.Context, cancel context.CancelCauseFunc, ord
 		s.failed.Store(true)
 		r.sum.fail(s.rel, err)
 		r.logf("%s: skipped: %v", s.rel, err)
+		if err := r.recordFailure(s.rel, err); err != nil && fatal == nil {
+			fatal = fmt.Errorf("prep: %w", err)
+			cancel(fatal)
+		}
 		if w != nil {
 			w.Abort()
 			w = nil
@@ -311,7 +315,8 @@ func (r *runner) writer(ctx context.Context, cancel context.CancelCauseFunc, ord
 					fail(s, fmt.Errorf("output %s: %w", s.out, err))
 				} else {
 					rec := Record{Shard: s.rel, Output: s.outRel, Rows: s.outShape[0], Tokens: int64(s.units) * int64(s.unitTok),
-						Bytes: written, SHA256: fmt.Sprintf("%x", h.Sum(nil)), Seconds: time.Since(s.start).Seconds(), Params: r.params}
+						Bytes: written, SHA256: fmt.Sprintf("%x", h.Sum(nil)), Seconds: time.Since(s.start).Seconds(), Params: r.params,
+						Partition: r.partitionTag(), Finished: unixNow()}
 					if err := r.man.append(rec); err != nil {
 						if fatal == nil {
 							fatal = fmt.Errorf("prep: %w", err)

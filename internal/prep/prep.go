@@ -18,7 +18,16 @@
 // any point (context cancel, SIGINT/SIGTERM, kill -9) and restarted does
 // only what is missing, and outputs are byte-identical to an uninterrupted
 // run. A run holds an advisory lock on OutDir/.prep.lock (unix), so two
-// runs never share an output directory.
+// runs never share an output directory. A shard that fails is recorded in
+// the manifest too (a record with "error"), and retried by the next run.
+//
+// Across machines: Options.Partition runs one partition of the shards (see
+// Partition: a hash of each shard's relative path picks its owner), with
+// its own manifest, lock and code histogram in the shared output directory,
+// so N independent processes (a Kubernetes Indexed Job, a Slurm array) do
+// the set between them, each resuming on its own after a retry, and never
+// write the same file. Status merges the manifests. RunTars does the same
+// for webdataset shards through an image tokenizer.
 //
 // Pipelined and bounded: one reader goroutine streams whole images (or rows)
 // from the memory-mapped inputs in batches; InFlight workers call the
@@ -72,6 +81,8 @@ func (o Op) String() string {
 		return "quantize"
 	case Lookup:
 		return "lookup"
+	case tokenizeImages:
+		return "tokenize"
 	}
 	return fmt.Sprintf("Op(%d)", int(o))
 }
@@ -102,8 +113,12 @@ type Options struct {
 	Tensor string
 	// OutDir receives the outputs (extension .npy) and the manifest.
 	OutDir string
-	// Manifest overrides the manifest path (default OutDir/manifest.jsonl).
+	// Manifest overrides the manifest path (default OutDir/manifest.jsonl,
+	// or OutDir/manifest-IIIII-of-NNNNN.jsonl for a partition).
 	Manifest string
+	// Partition restricts the run to the shards partition Index of Count
+	// owns (see Partition); the zero value runs every shard.
+	Partition Partition
 	// Batch is the number of images (encode, decode) or rows (quantize,
 	// lookup) per Tokenizer call; 0 picks about 16384 tokens for
 	// encode/decode and 65536 rows for quantize/lookup.
@@ -144,13 +159,17 @@ var ErrShardsFailed = errors.New("some shards failed")
 
 // Summary describes a run.
 type Summary struct {
-	Op       Op
-	Device   string
-	Shards   int // inputs found
-	Done     int // shards completed by this run
-	Skipped  int // shards already done by an earlier run
-	Failed   int
-	Failures []ShardError
+	Op     Op
+	Device string
+	Shards int // inputs found (in this run's partition)
+	// AllShards counts the inputs found before partitioning; Partition is
+	// the run's partition (zero: the whole set).
+	AllShards int
+	Partition Partition
+	Done      int // shards completed by this run
+	Skipped   int // shards already done by an earlier run
+	Failed    int
+	Failures  []ShardError
 
 	Rows     int64 // images or rows processed by this run
 	Tokens   int64 // tokens processed by this run
@@ -379,8 +398,15 @@ func Run(ctx context.Context, tok *unitok.Tokenizer, op Op, opt Options) (*Summa
 	if !op.batched() && tok.Layout() == unitok.CodebookMajor {
 		return nil, fmt.Errorf("prep: %s with the (K, M) code layout cannot be streamed by rows; use the (M, K) layout", op)
 	}
+	if err := opt.Partition.Validate(); err != nil {
+		return nil, fmt.Errorf("prep: %w", err)
+	}
+	if opt.Partition.Enabled() && opt.Histogram != "" {
+		// Every partition would write the same file.
+		return nil, fmt.Errorf("prep: a histogram file with partitions: each partition writes its own (histogram-IIIII-of-NNNNN.npy in the output directory); prep status merges them")
+	}
 	if opt.Manifest == "" {
-		opt.Manifest = filepath.Join(opt.OutDir, "manifest.jsonl")
+		opt.Manifest = filepath.Join(opt.OutDir, manifestName(opt.Partition))
 	}
 	r := &runner{tok: tok, op: op, opt: opt, cfg: tok.Config(), layout: tok.Layout(), dt: dt}
 	return r.run(ctx)
@@ -419,11 +445,21 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	if len(srcs) == 0 {
 		return nil, fmt.Errorf("prep: no shards found in %s", strings.Join(r.opt.In, ", "))
 	}
+	sum.AllShards, sum.Partition = len(srcs), r.opt.Partition
+	if p := r.opt.Partition; p.Enabled() {
+		mine := srcs[:0:0]
+		for _, s := range srcs {
+			if p.Owns(s.rel) {
+				mine = append(mine, s)
+			}
+		}
+		srcs = mine
+	}
 	sum.Shards = len(srcs)
 	if err := os.MkdirAll(r.opt.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("prep: %w", err)
 	}
-	unlock, err := lockDir(r.opt.OutDir)
+	unlock, err := lockDir(r.opt.OutDir, r.opt.Partition)
 	if err != nil {
 		return nil, fmt.Errorf("prep: %w", err)
 	}
@@ -431,6 +467,9 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	r.params = params(r.op, r.tok, &r.opt, r.dt)
 	recs, _, err := readManifest(r.opt.Manifest)
 	if err != nil {
+		return nil, fmt.Errorf("prep: manifest: %w", err)
+	}
+	if err := r.otherManifests(recs); err != nil {
 		return nil, fmt.Errorf("prep: manifest: %w", err)
 	}
 	outs := map[string]bool{}
@@ -463,13 +502,21 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	for _, f := range sum.Failures {
 		r.logf("%s: skipped: %v", f.Shard, f.Err)
 	}
-	if len(todo) > 0 {
+	if len(todo) > 0 || sum.Failed > 0 || r.opt.Partition.Enabled() {
+		// A partition leaves a manifest even when it owns no shard, so that
+		// `unitok prep status` sees it ran.
 		r.man, err = openManifest(r.opt.Manifest)
 		if err != nil {
 			r.prog.stop()
 			return sum, fmt.Errorf("prep: manifest: %w", err)
 		}
 		defer r.man.close()
+		for _, f := range sum.Failures {
+			if err := r.recordFailure(f.Shard, f.Err); err != nil {
+				r.prog.stop()
+				return sum, fmt.Errorf("prep: %w", err)
+			}
+		}
 	}
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -492,6 +539,13 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		}
 	}
 	sum.finishStats()
+	if p := r.opt.Partition; p.Enabled() {
+		// The partition's share of the whole set's code statistics, for
+		// `unitok prep status`.
+		if err := writeHistogram(filepath.Join(r.opt.OutDir, histogramName(p)), sum.Counts, sum.K, sum.V); err != nil {
+			return sum, fmt.Errorf("prep: histogram: %w", err)
+		}
+	}
 	if r.opt.Histogram != "" {
 		if err := writeHistogram(r.opt.Histogram, sum.Counts, sum.K, sum.V); err != nil {
 			return sum, fmt.Errorf("prep: histogram %s: %w", r.opt.Histogram, err)
@@ -502,6 +556,60 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 	}
 	return sum, nil
 }
+
+// otherManifests adds to recs the outputs that other manifests in the
+// output directory (other partitions, another partition count, a run over
+// the whole set) record as published: a shard done by any run is not done
+// again. Those files may be being appended to; they are only read, and a
+// torn last line is ignored.
+func (r *runner) otherManifests(recs map[string]Record) error {
+	return otherManifests(r.opt.OutDir, r.opt.Manifest, r.opt.Partition, recs)
+}
+
+// otherManifests reads the manifests other than our own; those of the
+// other partitions of our own count are skipped, since their shards are
+// never ours (so a partition reads one manifest in the usual case).
+func otherManifests(outDir, manifest string, part Partition, recs map[string]Record) error {
+	mfs, err := listManifests(outDir)
+	if err != nil {
+		return err
+	}
+	own, _ := filepath.Abs(manifest)
+	for _, mf := range mfs {
+		if a, _ := filepath.Abs(mf.path); a == own || part.Enabled() && mf.part.Count == part.Count {
+			continue
+		}
+		b, err := os.ReadFile(mf.path)
+		if err != nil {
+			return err
+		}
+		for k, rec := range parseManifest(b).done {
+			if _, ok := recs[k]; !ok {
+				recs[k] = rec
+			}
+		}
+	}
+	return nil
+}
+
+// recordFailure appends a failure record for the shard at rel.
+func (r *runner) recordFailure(rel string, err error) error {
+	if r.man == nil {
+		return nil
+	}
+	outRel := strings.TrimSuffix(rel, filepath.Ext(rel)) + ".npy"
+	return r.man.append(Record{Shard: rel, Output: outRel, Params: r.params, Partition: r.partitionTag(),
+		Finished: unixNow(), Error: oneLine(err.Error())})
+}
+
+func (r *runner) partitionTag() string {
+	if !r.opt.Partition.Enabled() {
+		return ""
+	}
+	return r.opt.Partition.String()
+}
+
+func unixNow() float64 { return float64(time.Now().UnixNano()) / 1e9 }
 
 // isDone checks a manifest record against the output on disk.
 func (r *runner) isDone(path string, rec Record) bool {
@@ -529,17 +637,25 @@ func (r *runner) countDone(s *shard) error {
 	if r.op.codesIn() {
 		path, tensor = s.path, r.opt.Tensor
 	}
+	n, err := countCodesFile(r.sum.Counts, path, tensor, r.layout, r.cfg.NumCodebooks, r.cfg.CodebookSize)
+	r.sum.CodeTokens += n
+	return err
+}
+
+// countCodesFile adds the codes of a code array file ((.., N, K), or
+// (.., K, N) for CodebookMajor) to counts (K, V), read in bounded chunks,
+// and returns the number of tokens counted.
+func countCodesFile(counts []int64, path, tensor string, layout unitok.Layout, K, V int) (int64, error) {
 	in, err := openInput(path, tensor)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer in.close()
 	if !in.elem.isInt() || len(in.shape) < 2 {
-		return fmt.Errorf("%s: not a code array", path)
+		return 0, fmt.Errorf("%s: not a code array", path)
 	}
-	K, V := r.cfg.NumCodebooks, r.cfg.CodebookSize
 	N := in.shape[len(in.shape)-1] // bkn: (.., K, N)
-	if r.layout == unitok.TokenMajor {
+	if layout == unitok.TokenMajor {
 		N = 1
 	}
 	unit := N * K // elements per image (bkn) or per token
@@ -550,10 +666,9 @@ func (r *runner) countDone(s *shard) error {
 	for off := 0; off < total; off += per {
 		n := min(per, total-off)
 		if err := toInt32(buf[:n], in.raw[off*sz:(off+n)*sz], in.elem); err != nil {
-			return err
+			return 0, err
 		}
-		countCodes(r.sum.Counts, buf[:n], r.layout, N, K, V)
+		countCodes(counts, buf[:n], layout, N, K, V)
 	}
-	r.sum.CodeTokens += int64(total / K)
-	return nil
+	return int64(total / K), nil
 }

@@ -28,6 +28,28 @@ type source struct {
 // de-duplicated list. Each shard keeps its path relative to the directory
 // or glob root it came from, so outputs mirror the input tree.
 func findShards(in []string, tensor, outDir string) ([]source, error) {
+	want := func(name string) bool {
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".npy":
+			return true
+		case ".safetensors":
+			return tensor != ""
+		}
+		return false
+	}
+	return findFiles(in, want, ".npy", outDir)
+}
+
+// findTarShards lists webdataset shards (.tar) as findShards lists arrays;
+// outputs are .tar files at the mirrored paths.
+func findTarShards(in []string, outDir string) ([]source, error) {
+	want := func(name string) bool { return strings.EqualFold(filepath.Ext(name), ".tar") }
+	return findFiles(in, want, ".tar", outDir)
+}
+
+// findFiles expands in into the files want accepts (hidden names never),
+// each with its output path: the relative path with extension outExt.
+func findFiles(in []string, wantExt func(string) bool, outExt, outDir string) ([]source, error) {
 	absOut, _ := filepath.Abs(outDir)
 	var out []source
 	seenIn := map[string]bool{}
@@ -45,7 +67,7 @@ func findShards(in []string, tensor, outDir string) ([]source, error) {
 			rel = filepath.Base(path)
 		}
 		rel = filepath.ToSlash(rel)
-		outRel := strings.TrimSuffix(rel, filepath.Ext(rel)) + ".npy"
+		outRel := strings.TrimSuffix(rel, filepath.Ext(rel)) + outExt
 		out = append(out, source{path: path, rel: rel, outRel: outRel, out: filepath.Join(outDir, filepath.FromSlash(outRel))})
 		return nil
 	}
@@ -53,13 +75,7 @@ func findShards(in []string, tensor, outDir string) ([]source, error) {
 		if strings.HasPrefix(name, ".") { // hidden, and atomicfile's temporaries
 			return false
 		}
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".npy":
-			return true
-		case ".safetensors":
-			return tensor != ""
-		}
-		return false
+		return wantExt(name)
 	}
 	walk := func(root string) error {
 		return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {

@@ -50,6 +50,9 @@ func (s *Summary) Print(w io.Writer) {
 	if s.Op.batched() {
 		unit = "images"
 	}
+	if s.Partition.Enabled() {
+		fmt.Fprintf(w, "partition %s: %d of %d shards; ", s.Partition, s.Shards, s.AllShards)
+	}
 	fmt.Fprintf(w, "%s on %s: %d shards: %d done, %d already done, %d failed", s.Op, s.Device, s.Shards, s.Done, s.Skipped, s.Failed)
 	if s.Interrupted {
 		fmt.Fprint(w, " (interrupted)")

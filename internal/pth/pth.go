@@ -448,9 +448,9 @@ var modelWidths = map[string]int64{
 	"vitamin_xlarge": 1152,
 }
 
-// modelWidth maps args.model ("vitamin_large", "vitamin_large_256", ...) to
+// ModelWidth maps args.model ("vitamin_large", "vitamin_large_256", ...) to
 // its width, if known.
-func modelWidth(model string) (int64, bool) {
+func ModelWidth(model string) (int64, bool) {
 	m := model
 	for {
 		if w, ok := modelWidths[m]; ok {
@@ -481,7 +481,7 @@ func (f *File) crossCheck() error {
 		}
 		if mv, ok := f.args.Get("model"); ok {
 			if ms, ok := mv.(string); ok {
-				if w, ok := modelWidth(ms); ok && w != C {
+				if w, ok := ModelWidth(ms); ok && w != C {
 					return fmt.Errorf("pth: args.model=%s is %d wide but tensor %s %v gives width C=%d", ms, w, projW, t.Size, C)
 				}
 			}

@@ -1,0 +1,5 @@
+//go:build !nonvml
+
+package telemetry
+
+const nonvml = false
