@@ -79,23 +79,7 @@ func (e *Engine) Reshape(t engine.Tensor, s engine.Shape) engine.Tensor {
 type linear struct {
 	p    *kern.Packed
 	bias []float32
-	// cols, when set, split the output columns into one slice per thread
-	// (each packed alone), for GEMMs with too few rows to split by rows
-	// (the ViT's 256 tokens per image).
-	cols []colSlice
 }
-
-type colSlice struct {
-	off int
-	p   *kern.Packed
-}
-
-// Column splitting applies to layers at least minSplitCols wide per thread,
-// on inputs of fewer than maxSplitRows rows.
-const (
-	minSplitCols = 128
-	maxSplitRows = 1024
-)
 
 // conv is an uploaded convolution.
 type conv struct {
@@ -122,14 +106,7 @@ func (e *Engine) Linear(w, bias []float32, out, in int) engine.Weight {
 	if len(w) != out*in || (bias != nil && len(bias) != out) {
 		panic(fmt.Sprintf("cpu engine: Linear(%d, %d) with %d weights, %d biases", out, in, len(w), len(bias)))
 	}
-	l := &linear{p: kern.Pack(w, out, in), bias: cloneOrNil(bias)}
-	if th := e.threads(); th > 1 && out >= minSplitCols*th {
-		for i := 0; i < th; i++ {
-			lo, hi := i*out/th, (i+1)*out/th
-			l.cols = append(l.cols, colSlice{off: lo, p: kern.Pack(w[lo*in:hi*in], hi-lo, in)})
-		}
-	}
-	return l
+	return &linear{p: kern.Pack(w, out, in), bias: cloneOrNil(bias)}
 }
 
 // Conv lays w (OIHW) out as an im2col GEMM weight, or per tap for depthwise.
@@ -206,18 +183,6 @@ func (e *Engine) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) eng
 		}
 	} else {
 		dst = newTensor(s)
-	}
-	if R := s.Rows(); l.cols != nil && R < maxSplitRows {
-		kern.ParallelFor(len(l.cols), 1, e.threads(), func(_, lo, hi int) {
-			for _, c := range l.cols[lo:hi] {
-				var b []float32
-				if l.bias != nil {
-					b = l.bias[c.off:]
-				}
-				kern.Gemm(dst.D[c.off:], s.C, xt.D, xt.S.C, R, c.p, b, acc != nil, 1)
-			}
-		})
-		return dst
 	}
 	kern.Gemm(dst.D, s.C, xt.D, xt.S.C, s.Rows(), l.p, l.bias, acc != nil, e.threads())
 	return dst
