@@ -142,18 +142,45 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 
 var cudaImageNotice sync.Once
 
-// attachImageModel loads the image path of r into t (see ImageModel).
-func (t *Tokenizer) attachImageModel(r ckpt.Reader) {
-	t.image = loadImageModel(r, t.model.Config, t.opts.threads)
-	if t.image.enc != nil && t.be.Name() != "cpu" {
-		cudaImageNotice.Do(func() {
-			fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
-		})
-	}
+// imageState says how a Tokenizer loads its image path (once, on first
+// use).
+type imageState struct {
+	once sync.Once
+	open func() (ckpt.Reader, error) // nil: a core-only model (New)
 }
 
-// ImageModel reports whether the image path (ViTamin encoder and decoder)
-// is loaded: nil if so, else an ErrBadInput error saying exactly what is
+// keepOpen is a reader whose Close does nothing (its owner closes it).
+type keepOpen struct{ ckpt.Reader }
+
+func (keepOpen) Close() error { return nil }
+
+// img returns the image path, loading it into t.image on the first call;
+// nil for a tokenizer built from a core Model. After any call of img (or
+// of a method that calls it), t.image may be read directly.
+func (t *Tokenizer) img() *imageModel {
+	t.imgLoad.once.Do(func() {
+		if t.imgLoad.open == nil {
+			return
+		}
+		r, err := t.imgLoad.open()
+		if err != nil {
+			e := badInput("image model", "%v", err)
+			t.image = &imageModel{err: e, headErr: e}
+			return
+		}
+		defer r.Close()
+		t.image = loadImageModel(r, t.model.Config, t.opts.threads)
+		if t.image.enc != nil && t.be.Name() != "cpu" {
+			cudaImageNotice.Do(func() {
+				fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
+			})
+		}
+	})
+	return t.image
+}
+
+// ImageModel loads the image path (ViTamin encoder and decoder) if it is
+// not loaded yet, and reports whether it is: nil if so, else an ErrBadInput error saying exactly what is
 // missing or misshapen in the checkpoint (a core-only checkpoint still
 // serves features <-> codes). EmbedPixels also needs the CLIP head
 // (fc_norm, projection) and says so when it is absent.
@@ -162,11 +189,12 @@ func (t *Tokenizer) ImageModel() error {
 	if err := t.check(op); err != nil {
 		return err
 	}
-	if t.image == nil {
+	im := t.img()
+	if im == nil {
 		return badInput(op, "no image model loaded (the tokenizer was built from a core model)")
 	}
-	if t.image.err != nil {
-		return t.image.err
+	if im.err != nil {
+		return im.err
 	}
 	return nil
 }
@@ -174,29 +202,32 @@ func (t *Tokenizer) ImageModel() error {
 // ImageSize is the side of the square images the image path takes and
 // returns (256 for UniTok), or 0 without an image model.
 func (t *Tokenizer) ImageSize() int {
-	if t == nil || t.image == nil || t.image.enc == nil {
+	if t == nil || t.closed.Load() {
 		return 0
 	}
-	return t.image.cfg.ImgSize
+	if im := t.img(); im != nil && im.enc != nil {
+		return im.cfg.ImgSize
+	}
+	return 0
 }
 
 // ImageArch is the architecture of a checkpoint's image path (UniTok's
 // ViTamin encoder, ViTaminDecoder and CLIP head).
 type ImageArch struct {
-	Model         string // "vitamin_large", "vitamin_base" or "custom"
-	ImageSize     int    // input side in pixels
-	Tokens        int    // tokens per image, (ImageSize/16)^2
-	StemWidth     int
-	StageWidths   []int // MbConvLNBlock stages
-	StageDepths   []int
-	Width         int // ViT width C
-	Depth         int // encoder ViT blocks
-	Heads         int
-	MLPHidden     int
-	DecoderDepth  int   // decoder ViT blocks
-	DecoderWidths []int // after up_conv1 and up_conv3
-	DecoderDepths []int // InvMbConvLNBlocks in up_conv2, up_conv3
-	EmbedDim      int   // CLIP projection width, 0 without a head
+	Model         string `json:"model"`      // "vitamin_large", "vitamin_base" or "custom"
+	ImageSize     int    `json:"image_size"` // input side in pixels
+	Tokens        int    `json:"tokens"`     // tokens per image, (ImageSize/16)^2
+	StemWidth     int    `json:"stem_width"`
+	StageWidths   []int  `json:"stage_widths"` // MbConvLNBlock stages
+	StageDepths   []int  `json:"stage_depths"`
+	Width         int    `json:"width"` // ViT width C
+	Depth         int    `json:"depth"` // encoder ViT blocks
+	Heads         int    `json:"heads"`
+	MLPHidden     int    `json:"mlp_hidden"`
+	DecoderDepth  int    `json:"decoder_depth"`  // decoder ViT blocks
+	DecoderWidths []int  `json:"decoder_widths"` // after up_conv1 and up_conv3
+	DecoderDepths []int  `json:"decoder_depths"` // InvMbConvLNBlocks in up_conv2, up_conv3
+	EmbedDim      int    `json:"embed_dim"`      // CLIP projection width, 0 without a head
 }
 
 func archOf(c vitamin.Config) ImageArch {
@@ -207,24 +238,28 @@ func archOf(c vitamin.Config) ImageArch {
 
 // ImageArch returns the loaded image architecture; false without one.
 func (t *Tokenizer) ImageArch() (ImageArch, bool) {
-	if t == nil || t.image == nil || t.image.enc == nil {
+	if t == nil || t.closed.Load() {
 		return ImageArch{}, false
 	}
-	return archOf(t.image.cfg), true
+	if im := t.img(); im != nil && im.enc != nil {
+		return archOf(im.cfg), true
+	}
+	return ImageArch{}, false
 }
 
 // ImageInfo describes a checkpoint's image path for `unitok inspect`.
 type ImageInfo struct {
 	// Arch is valid when Error is empty or names only missing tensors.
-	Arch ImageArch
+	Arch ImageArch `json:"arch"`
 	// Error says why the image path cannot be inferred ("" when it can).
-	Error string
+	Error string `json:"error,omitempty"`
 	// Params counts the parameters of each part ("encoder", "decoder",
 	// "head") that the architecture needs.
-	Params map[string]int
+	Params map[string]int `json:"params"`
 	// Missing and Misshapen list the image tensors absent from the file or
 	// of the wrong shape ("name: have [..], want [..]").
-	Missing, Misshapen []string
+	Missing   []string `json:"missing"`
+	Misshapen []string `json:"misshapen"`
 }
 
 // InspectImage reports the image path of the checkpoint at path: its
@@ -246,6 +281,12 @@ func InspectImage(path string) (*ImageInfo, error) {
 	}
 	info.Arch = archOf(c)
 	info.Missing, info.Misshapen = imageTensorCheck(src, c, info.Params)
+	if info.Missing == nil {
+		info.Missing = []string{}
+	}
+	if info.Misshapen == nil {
+		info.Misshapen = []string{}
+	}
 	return info, nil
 }
 
@@ -312,11 +353,11 @@ func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, err
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return t.image, nil
+	return t.img(), nil
 }
 
 func (t *Tokenizer) checkPixels(op string, x []float32, B int) error {
-	S := t.image.cfg.ImgSize
+	S := t.img().cfg.ImgSize
 	if B <= 0 {
 		return badInput(op, "batch must be positive, got B=%d", B)
 	}
@@ -356,7 +397,7 @@ func (t *Tokenizer) TokenizePixels(ctx context.Context, x []float32, B int) ([]i
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return t.Encode(feats, B, t.image.cfg.Tokens())
+	return t.Encode(feats, B, t.img().cfg.Tokens())
 }
 
 // Detokenize is UniTok's idx_to_img: codes (B, N, K) (or (B, K, N) with
@@ -386,17 +427,18 @@ func (t *Tokenizer) Detokenize(ctx context.Context, codes []int32, B int) ([]flo
 // projection, L2-normalized; returns (B, E).
 func (t *Tokenizer) EmbedPixels(ctx context.Context, x []float32, B int) ([]float32, error) {
 	const op = "embed"
-	if _, err := t.imageReady(op, ctx); err != nil {
+	im, err := t.imageReady(op, ctx)
+	if err != nil {
 		return nil, err
 	}
-	if t.image.head == nil {
-		return nil, &Error{Op: op, Msg: t.image.headErr.Error(), Kind: ErrBadInput}
+	if im.head == nil {
+		return nil, &Error{Op: op, Msg: im.headErr.Error(), Kind: ErrBadInput}
 	}
 	feats, err := t.encodeTokens(ctx, op, x, B)
 	if err != nil {
 		return nil, err
 	}
-	N := t.image.cfg.Tokens()
+	N := im.cfg.Tokens()
 	codes, err := t.Encode(feats, B, N)
 	if err != nil {
 		return nil, err
@@ -405,5 +447,5 @@ func (t *Tokenizer) EmbedPixels(ctx context.Context, x []float32, B int) ([]floa
 	if err != nil {
 		return nil, err
 	}
-	return t.image.head.Embed(t.image.eng, tokens, B, N, t.model.InDim), nil
+	return im.head.Embed(im.eng, tokens, B, N, t.model.InDim), nil
 }

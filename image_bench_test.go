@@ -39,7 +39,7 @@ func imageBenchSetup(b *testing.B) (*Tokenizer, []float32, []int32, int) {
 	for i := range x {
 		x[i] = float32(rng.Float64()*2 - 1)
 	}
-	N := tok.image.cfg.Tokens()
+	N := tok.img().cfg.Tokens()
 	codes := make([]int32, B*N*realConfig.NumCodebooks)
 	for i := range codes {
 		codes[i] = int32(rng.IntN(realConfig.CodebookSize))

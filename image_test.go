@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -102,7 +103,7 @@ func runImageFixture(t *testing.T, dir string, tok *Tokenizer) {
 	require.Equal(t, vc.Heads, got.Heads)
 	require.Equal(t, c.NumHeads, tok.Config().NumHeads)
 	require.Equal(t, f.ImgSize, tok.ImageSize())
-	im := tok.image
+	im := tok.img()
 	ctx := context.Background()
 	B, N := f.B, vc.Tokens()
 
@@ -176,7 +177,9 @@ func TestImageFromReleasedLayoutPth(t *testing.T) {
 	tok, err := Open(filepath.Join(dir, "unitok_tiny_bf16.pth"), WithDevice("cpu"), WithHeads(4))
 	require.NoError(t, err)
 	defer tok.Close()
+	require.Nil(t, tok.image, "the image path must load on first use, not at Open")
 	runImageFixture(t, dir, tok)
+	require.NotNil(t, tok.image)
 }
 
 // TestImageVitaminBaseMatchesPyTorch runs the vitamin_base case (about a
@@ -356,4 +359,36 @@ func TestImageFromSafetensors(t *testing.T) {
 	require.NoError(t, err)
 	defer tok.Close()
 	runImageFixture(t, dir, tok)
+}
+
+func TestImageConcurrentCallsAgree(t *testing.T) {
+	tok := synthFixtureTokenizer(t, "testdata/image/tiny")
+	defer tok.Close()
+	x, _ := readF32(t, "testdata/image/tiny/x.npy")
+	codes, _ := readI32(t, "testdata/image/tiny/codes.npy")
+	ctx := context.Background()
+	wantCodes, err := tok.TokenizePixels(ctx, x, 2)
+	require.NoError(t, err)
+	wantRec, err := tok.Detokenize(ctx, codes, 2)
+	require.NoError(t, err)
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		go func() {
+			c, err := tok.TokenizePixels(ctx, x, 2)
+			if err == nil && fmt.Sprint(c) != fmt.Sprint(wantCodes) {
+				err = fmt.Errorf("concurrent tokenize differs")
+			}
+			errs <- err
+		}()
+		go func() {
+			r, err := tok.Detokenize(ctx, codes, 2)
+			if err == nil && maxAbsDiff(r, wantRec) != 0 {
+				err = fmt.Errorf("concurrent detokenize differs by %g", maxAbsDiff(r, wantRec))
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		require.NoError(t, <-errs)
+	}
 }

@@ -105,7 +105,8 @@ type Tokenizer struct {
 	be      backend
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
-	image   *imageModel // the ViTamin image path (image.go); nil for core-only models
+	image   *imageModel // the ViTamin image path (image.go), set by img() on first use
+	imgLoad imageState  // how and whether the image path is loaded
 }
 
 // Open loads a checkpoint (safetensors, or a PyTorch zip checkpoint where
@@ -116,10 +117,18 @@ func Open(path string, opts ...Option) (*Tokenizer, error) {
 		return nil, err
 	}
 	defer r.Close()
-	return openReader(r, opts...)
+	t, err := openReader(r, opts...)
+	if err != nil {
+		return nil, err
+	}
+	// The image path is read from the file on first use, so core-only
+	// users never pay for the encoder and decoder.
+	t.imgLoad.open = func() (ckpt.Reader, error) { return openCheckpoint(path) }
+	return t, nil
 }
 
-// openReader loads the core and, when present, the image path from r.
+// openReader loads the core from r; the image path is loaded from r on
+// first use (so r must stay readable; Open points it at the file instead).
 func openReader(r ckpt.Reader, opts ...Option) (*Tokenizer, error) {
 	o := buildOptions(opts)
 	m, err := LoadModel(r, opts...)
@@ -130,7 +139,7 @@ func openReader(r ckpt.Reader, opts ...Option) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.attachImageModel(r)
+	t.imgLoad.open = func() (ckpt.Reader, error) { return keepOpen{r}, nil }
 	return t, nil
 }
 

@@ -40,6 +40,7 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 	K := c.kh * c.kw * s.C
 	rows := o.Rows()
 	threads := e.threads()
+	dense := c.im2colWeight()
 	scratch := make([][]float32, threads)
 	kern.ParallelFor((rows+im2colRows-1)/im2colRows, 1, threads, func(wk, lo, hi int) {
 		if scratch[wk] == nil {
@@ -52,7 +53,7 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 			for i := 0; i < n; i++ {
 				im2colRow(col[i*K:(i+1)*K], xt, r0+i, o, c.kh, c.kw, stride, pad)
 			}
-			kern.Gemm(out.D[r0*o.C:], o.C, col, K, n, c.dense.p, c.bias, false, 1)
+			kern.Gemm(out.D[r0*o.C:], o.C, col, K, n, dense.p, c.bias, false, 1)
 		}
 	})
 	return out
@@ -190,7 +191,7 @@ func padded(x *Tensor, pad, threads int) []float32 {
 func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	xt, c := tens(x), weightAs[*conv](w, "UpConv3x3")
 	s := xt.S
-	if c.dense == nil || c.kh != 3 || c.kw != 3 || s.C < implicitMinChannels {
+	if c.dw != nil || c.kh != 3 || c.kw != 3 || s.C < implicitMinChannels {
 		return e.Conv2d(e.Upsample2x(x), w, 1, 1)
 	}
 	if s.C != c.in {
@@ -258,4 +259,15 @@ func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 		}
 	}
 	return out
+}
+
+// im2colWeight returns the dense (out, kh*kw*in) weight, packing it on
+// first use.
+func (c *conv) im2colWeight() *linear {
+	c.denseOnce.Do(func() {
+		if c.dense == nil {
+			c.dense = &linear{p: kern.Pack(c.raw, c.out, c.kh*c.kw*c.in), bias: c.bias}
+		}
+	})
+	return c.dense
 }

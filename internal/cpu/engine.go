@@ -84,7 +84,8 @@ type linear struct {
 // conv is an uploaded convolution.
 type conv struct {
 	out, in, kh, kw, groups int
-	dense                   *linear   // groups == 1: W as (out, kh*kw*in), taps outer, channels inner
+	dense                   *linear // groups == 1: W as (out, kh*kw*in), taps outer, channels inner (see im2colWeight)
+	denseOnce               sync.Once
 	dw                      []float32 // depthwise: (kh*kw, C), channels inner
 	bias                    []float32
 	// taps are the dense weight split per kernel tap, (out, in) each, for
@@ -125,9 +126,13 @@ func (e *Engine) Conv(w, bias []float32, out, in, kh, kw, groups int) engine.Wei
 				}
 			}
 		}
-		c.dense = &linear{p: kern.Pack(r, out, K), bias: c.bias}
 		if kh*kw > 1 {
+			// Packed on first use in the layout a call needs (im2col,
+			// per tap, or sub-pixel phases), so a weight is held once
+			// plus the forms actually used.
 			c.raw, c.spatial = r, true
+		} else {
+			c.dense = &linear{p: kern.Pack(r, out, K), bias: c.bias}
 		}
 	case groups == in && out == in:
 		c.dw = make([]float32, kh*kw*in)

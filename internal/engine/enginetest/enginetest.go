@@ -228,24 +228,28 @@ func testLayerNormGELUAndGeGLU(t *testing.T, e engine.Engine) {
 func testMatMulAndReductions(t *testing.T, e engine.Engine) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	s := engine.Shape{B: 2, H: 3, W: 1, C: 7}
-	x, res := randSlice(rng, s.Elems()), randSlice(rng, 2*3*5)
-	w, b := randSlice(rng, 5*7), randSlice(rng, 5)
-	lw := e.Linear(w, b, 5, 7)
-	y := e.ToHost(e.MatMul(e.FromHost(x, s), lw, nil))
-	acc := e.MatMul(e.FromHost(x, s), lw, e.FromHost(res, engine.Shape{B: 2, H: 3, W: 1, C: 5}))
-	var want, wantAcc []float64
-	for r := 0; r < 6; r++ {
-		for o := 0; o < 5; o++ {
-			v := float64(b[o])
-			for k := 0; k < 7; k++ {
-				v += float64(x[r*7+k]) * float64(w[o*7+k])
+	x := randSlice(rng, s.Elems())
+	// Narrow and wide layers (an engine may split wide ones by columns).
+	for _, O := range []int{5, 300, 1031} {
+		res := randSlice(rng, 2*3*O)
+		w, b := randSlice(rng, O*7), randSlice(rng, O)
+		lw := e.Linear(w, b, O, 7)
+		y := e.ToHost(e.MatMul(e.FromHost(x, s), lw, nil))
+		acc := e.MatMul(e.FromHost(x, s), lw, e.FromHost(res, engine.Shape{B: 2, H: 3, W: 1, C: O}))
+		var want, wantAcc []float64
+		for r := 0; r < 6; r++ {
+			for o := 0; o < O; o++ {
+				v := float64(b[o])
+				for k := 0; k < 7; k++ {
+					v += float64(x[r*7+k]) * float64(w[o*7+k])
+				}
+				want = append(want, v)
+				wantAcc = append(wantAcc, v+float64(res[r*O+o]))
 			}
-			want = append(want, v)
-			wantAcc = append(wantAcc, v+float64(res[r*5+o]))
 		}
+		closeTo(t, "matmul", y, want, 1e-5)
+		closeTo(t, "matmul accumulate", e.ToHost(acc), wantAcc, 1e-5)
 	}
-	closeTo(t, "matmul", y, want, 1e-5)
-	closeTo(t, "matmul accumulate", e.ToHost(acc), wantAcc, 1e-5)
 
 	sum := e.ToHost(e.Add(e.FromHost(x, s), e.FromHost(x, s)))
 	var wantSum []float64

@@ -76,8 +76,10 @@ func (c Config) Validate() error {
 	switch {
 	case c.StemWidth <= 0 || c.Width <= 0 || c.Heads <= 0 || c.MLPHidden <= 0 || c.ImgSize <= 0:
 		return fmt.Errorf("vitamin config: sizes must be positive: %+v", c)
-	case len(c.StageDims) == 0 || len(c.StageDims) != len(c.StageDepths):
-		return fmt.Errorf("vitamin config: %d stage widths for %d stage depths", len(c.StageDims), len(c.StageDepths))
+	case len(c.StageDims) != 2 || len(c.StageDepths) != 2:
+		// UniTok's MbConvStages builds exactly two stages (embed_dim[:2]),
+		// and the decoder's four x2 upsamplings undo exactly stride 16.
+		return fmt.Errorf("vitamin config: want 2 MbConv stages, have widths %v and depths %v", c.StageDims, c.StageDepths)
 	case len(c.DecDims) != 2 || len(c.DecDepths) != 2 || c.DecDepths[0] < 1 || c.DecDepths[1] < 1:
 		return fmt.Errorf("vitamin config: the decoder needs 2 widths and 2 depths >= 1, have %v and %v", c.DecDims, c.DecDepths)
 	case c.Width%c.Heads != 0:
