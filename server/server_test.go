@@ -553,6 +553,11 @@ func TestOverload429(t *testing.T) {
 				t.Errorf("accepted request %d: %v", i, err)
 			}
 		}()
+		if i == 0 {
+			// The first must be running (held by the gate) before the
+			// others queue, or all four could wait for a queue of three.
+			waitFor(t, "one running", func() bool { return e.gate.Entered.Load() == 1 })
+		}
 	}
 	waitFor(t, "one running and three queued", func() bool {
 		return e.gate.Entered.Load() == 1 && e.srv.b.QueueDepth() == 3
