@@ -15,7 +15,7 @@ import (
 // encoder and decoder, the real core) on synthetic weights, B images per
 // op (UNITOK_BENCH_IMAGES, default 1). The PyTorch eager comparison on the
 // same CPU and threads is bench/torch_image_reference.py bench (see
-// NOTES-vitamin.md). Building the model takes a few seconds and ~3 GB.
+// docs/notes/vitamin.md). Building the model takes a few seconds and ~3 GB.
 var benchImageTok = sync.OnceValues(func() (*Tokenizer, error) {
 	return openSynthImage(realConfig, vitamin.VitaminLarge(1024), 1, WithDevice("cpu"))
 })
