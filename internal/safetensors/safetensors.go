@@ -10,11 +10,13 @@
 package safetensors
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
@@ -343,6 +345,23 @@ func F32Tensor(name string, shape []int, data []float32) Tensor {
 // Encode returns a whole safetensors file: header (padded with spaces to a
 // multiple of 8 bytes) and the tensors' data in the given order.
 func Encode(tensors []Tensor, meta map[string]string) ([]byte, error) {
+	hdr, size, err := header(tensors, meta, true)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(hdr)+int(size))
+	out = append(out, hdr...)
+	for _, t := range tensors {
+		out = append(out, t.Data...)
+	}
+	return out, nil
+}
+
+// header returns the 8-byte length and the JSON header (padded with spaces
+// to a multiple of 8 bytes) for tensors in the given order, and the size of
+// the data that follows. With checkData, each Data must have the length
+// its dtype and shape give; otherwise Data is ignored.
+func header(tensors []Tensor, meta map[string]string, checkData bool) ([]byte, uint64, error) {
 	var hb bytes.Buffer
 	hb.WriteByte('{')
 	first := true
@@ -355,7 +374,7 @@ func Encode(tensors []Tensor, meta map[string]string) ([]byte, error) {
 	if len(meta) > 0 {
 		m, err := json.Marshal(meta)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		sep()
 		hb.WriteString(`"__metadata__":`)
@@ -365,25 +384,18 @@ func Encode(tensors []Tensor, meta map[string]string) ([]byte, error) {
 	var off uint64
 	for _, t := range tensors {
 		if t.Name == "" || t.Name == "__metadata__" {
-			return nil, fmt.Errorf("invalid tensor name %q", t.Name)
+			return nil, 0, fmt.Errorf("invalid tensor name %q", t.Name)
 		}
 		if seen[t.Name] {
-			return nil, fmt.Errorf("duplicate tensor %s", t.Name)
+			return nil, 0, fmt.Errorf("duplicate tensor %s", t.Name)
 		}
 		seen[t.Name] = true
-		size := DTypeSize(t.DType)
-		if size == 0 {
-			return nil, fmt.Errorf("tensor %s: unknown dtype %q", t.Name, t.DType)
+		n, err := byteSize(t)
+		if err != nil {
+			return nil, 0, err
 		}
-		n := size
-		for _, d := range t.Shape {
-			if d < 0 {
-				return nil, fmt.Errorf("tensor %s: negative dimension in shape %v", t.Name, t.Shape)
-			}
-			n *= d
-		}
-		if n != len(t.Data) {
-			return nil, fmt.Errorf("tensor %s: %s %v needs %d bytes, have %d", t.Name, t.DType, t.Shape, n, len(t.Data))
+		if checkData && n != len(t.Data) {
+			return nil, 0, fmt.Errorf("tensor %s: %s %v needs %d bytes, have %d", t.Name, t.DType, t.Shape, n, len(t.Data))
 		}
 		shape := t.Shape
 		if shape == nil {
@@ -391,7 +403,7 @@ func Encode(tensors []Tensor, meta map[string]string) ([]byte, error) {
 		}
 		e, err := json.Marshal(rawEntry{DType: string(t.DType), Shape: shape, DataOffsets: []uint64{off, off + uint64(n)}})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		name, _ := json.Marshal(t.Name)
 		sep()
@@ -404,13 +416,56 @@ func Encode(tensors []Tensor, meta map[string]string) ([]byte, error) {
 	for hb.Len()%8 != 0 {
 		hb.WriteByte(' ')
 	}
-	out := make([]byte, 8, 8+hb.Len()+int(off))
+	out := make([]byte, 8, 8+hb.Len())
 	binary.LittleEndian.PutUint64(out, uint64(hb.Len()))
-	out = append(out, hb.Bytes()...)
-	for _, t := range tensors {
-		out = append(out, t.Data...)
+	return append(out, hb.Bytes()...), off, nil
+}
+
+// byteSize is the data size of t's dtype and shape.
+func byteSize(t Tensor) (int, error) {
+	size := DTypeSize(t.DType)
+	if size == 0 {
+		return 0, fmt.Errorf("tensor %s: unknown dtype %q", t.Name, t.DType)
 	}
-	return out, nil
+	n := size
+	for _, d := range t.Shape {
+		if d < 0 {
+			return 0, fmt.Errorf("tensor %s: negative dimension in shape %v", t.Name, t.Shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+// WriteStream atomically writes a safetensors file whose tensors are
+// described by tensors (Name, DType, Shape; Data is ignored) and whose
+// bytes data(i) returns for tensors[i], called once each, in order, so that
+// only one tensor need be in memory at a time. A data error, or data of the
+// wrong length, publishes nothing.
+func WriteStream(path string, tensors []Tensor, meta map[string]string, data func(i int) ([]byte, error)) error {
+	hdr, _, err := header(tensors, meta, false)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFunc(path, 0o644, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 1<<20)
+		if _, err := bw.Write(hdr); err != nil {
+			return err
+		}
+		for i, t := range tensors {
+			b, err := data(i)
+			if err != nil {
+				return err
+			}
+			if n, _ := byteSize(t); n != len(b) {
+				return fmt.Errorf("tensor %s: %s %v needs %d bytes, have %d", t.Name, t.DType, t.Shape, n, len(b))
+			}
+			if _, err := bw.Write(b); err != nil {
+				return err
+			}
+		}
+		return bw.Flush()
+	})
 }
 
 // Write atomically writes a safetensors file (see Encode).

@@ -2,6 +2,7 @@ package safetensors
 
 import (
 	"encoding/binary"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -213,4 +214,47 @@ func TestZeroSizeTensorsShareOffsets(t *testing.T) {
 		names = append(names, i.Name)
 	}
 	assert.Equal(t, []string{"a", "y", "z", "b"}, names)
+}
+
+// TestWriteStream: the streaming writer gives the same bytes as Write,
+// asks for each tensor once in order, and publishes nothing when a tensor
+// fails or has the wrong length.
+func TestWriteStream(t *testing.T) {
+	dir := t.TempDir()
+	ts := []Tensor{
+		F32Tensor("w", []int{2, 3}, []float32{0.25, -1, float32(math.Pi), 1e-30, 7, 8}),
+		{Name: "bf", DType: "BF16", Shape: []int{1}, Data: le(uint16(0x4000))},
+		F32Tensor("empty", []int{0, 4}, nil),
+	}
+	meta := map[string]string{"num_heads": "16"}
+	a, b := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	require.NoError(t, Write(a, ts, meta))
+	heads := make([]Tensor, len(ts))
+	for i, x := range ts {
+		heads[i] = Tensor{Name: x.Name, DType: x.DType, Shape: x.Shape}
+	}
+	var asked []int
+	require.NoError(t, WriteStream(b, heads, meta, func(i int) ([]byte, error) {
+		asked = append(asked, i)
+		return ts[i].Data, nil
+	}))
+	assert.Equal(t, []int{0, 1, 2}, asked)
+	wa, _ := os.ReadFile(a)
+	wb, _ := os.ReadFile(b)
+	assert.Equal(t, wa, wb)
+
+	c := filepath.Join(dir, "c.safetensors")
+	err := WriteStream(c, heads, meta, func(i int) ([]byte, error) {
+		if i == 1 {
+			return nil, errors.New("read failed")
+		}
+		return ts[i].Data, nil
+	})
+	assert.ErrorContains(t, err, "read failed")
+	assert.NoFileExists(t, c)
+	err = WriteStream(c, heads, meta, func(i int) ([]byte, error) { return []byte{1, 2, 3}, nil })
+	assert.ErrorContains(t, err, "tensor w: F32 [2 3] needs 24 bytes, have 3")
+	assert.NoFileExists(t, c)
+	ents, _ := os.ReadDir(dir)
+	assert.Len(t, ents, 2, "no temp files left")
 }
