@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/unitok/unitok/internal/ckpt"
+	"github.com/unitok/unitok/internal/model/vitamin"
 	"github.com/unitok/unitok/internal/pth"
 	"github.com/unitok/unitok/internal/safetensors"
 )
@@ -133,17 +134,58 @@ func (ci *CheckpointInfo) SortedIgnoredGroups() []string {
 	return out
 }
 
-// ConvertToSafetensors writes the tokenizer core of the checkpoint at in
-// (a PyTorch zip checkpoint such as unitok_tokenizer.pth, or safetensors) to
-// a safetensors file at out: exactly the tensors the core uses, under
-// UniTok's names and in the source's order, each in its stored dtype (F32, F16 or BF16; anything else
-// becomes F32). The metadata records num_heads when the source knows it,
-// causal, source (the input's base name) and the source's args.* values.
-// The core is checked (every tensor present and well shaped) before
-// anything is written; the output appears atomically or not at all.
-// WithHeads and WithCausal record those values in the output's metadata,
-// overriding what the source says (a .pth cannot tell causal from full).
+// ConvertToSafetensors writes the whole model unitok uses from the
+// checkpoint at in (a PyTorch zip checkpoint such as UniTok's released .pth,
+// or safetensors) to a safetensors file at out: the tokenizer core
+// (quant_proj, quantizer codebooks, post_quant_proj) and, when the input
+// has one, the image path (the ViTamin encoder and decoder, and the CLIP
+// image head fc_norm and projection when present). The text tower,
+// logit_scale and training buffers are left out. Tensors keep UniTok's
+// names, the source's order and their stored dtype (F32, F16 or BF16;
+// anything else becomes F32, as the loaders would read it), so the output
+// loads to exactly the model the input loads to.
+//
+// The metadata records what the loaders would otherwise take from the
+// input or from defaults: num_heads (the head count the input gives, or
+// WithHeads), causal (the input's, or WithCausal; a .pth cannot tell causal
+// from full attention), and for the image path model, vit_heads and
+// img_size; plus source (the input's base name) and the input's args.*
+// values. The image groups (encoder.*, decoder.*, fc_norm.*, projection.*)
+// are written whole, encoder.pos_embed (unused) included. An input without
+// a ViTamin encoder (no encoder.patch_embed.backbone.stem.conv1.weight)
+// gives a core-only file; an image path that is present but incomplete or
+// misshapen is refused
+// (ConvertCoreToSafetensors writes the core alone). Everything is checked
+// before anything is written, and tensors are streamed one at a time; the
+// output appears atomically or not at all.
 func ConvertToSafetensors(in, out string, opts ...Option) error {
+	return convertCheckpoint(in, out, false, opts)
+}
+
+// ConvertCoreToSafetensors is ConvertToSafetensors writing only the
+// tokenizer core: quant_proj, the quantizer codebooks and post_quant_proj.
+// Such a file serves features <-> codes; Tokenizer.ImageModel says what
+// it lacks for images.
+func ConvertCoreToSafetensors(in, out string, opts ...Option) error {
+	return convertCheckpoint(in, out, true, opts)
+}
+
+// vitaminStem is the first tensor of UniTok's ViTamin encoder.
+const vitaminStem = "encoder.patch_embed.backbone.stem.conv1.weight"
+
+// imageGroups are the top-level state-dict groups of UniTok's image path.
+var imageGroups = []string{"encoder.", "decoder.", "fc_norm.", "projection."}
+
+func isImageTensor(name string) bool {
+	for _, g := range imageGroups {
+		if strings.HasPrefix(name, g) {
+			return true
+		}
+	}
+	return false
+}
+
+func convertCheckpoint(in, out string, coreOnly bool, opts []Option) error {
 	const op = "convert"
 	r, err := openCheckpoint(in)
 	if err != nil {
@@ -181,59 +223,137 @@ func ConvertToSafetensors(in, out string, opts ...Option) error {
 	if len(misshapen) > 0 {
 		return badInput(op, "%s: tensor %s", in, misshapen[0])
 	}
+	// needed: the tensors to write, true for those unitok reads.
 	needed := map[string]bool{}
 	for _, want := range SynthTensorInfos(c) {
 		needed[want.Name] = true
 	}
-	var tensors []safetensors.Tensor
-	for _, info := range r.Tensors() { // file order
-		if !needed[info.Name] {
-			continue // other quantizer buffers (vocab_usage, ...)
-		}
-		t, err := coreTensorForWrite(r, info)
-		if err != nil {
-			return badInput(op, "%s: tensor %s: %v", in, info.Name, err)
-		}
-		tensors = append(tensors, t)
-	}
 	outMeta := map[string]string{"format": "pt", "source": filepath.Base(in)}
 	for k, v := range meta {
-		if k == "num_heads" || k == "causal" || strings.HasPrefix(k, "args.") {
+		if strings.HasPrefix(k, "args.") {
 			outMeta[k] = v
 		}
 	}
-	if err := safetensors.Write(out, tensors, outMeta); err != nil {
+	outMeta["num_heads"] = fmt.Sprint(c.NumHeads)
+	outMeta["causal"] = fmt.Sprint(c.Causal)
+
+	src := newImageSource(r) // every tensor, core or not, in file order below
+	all := r.Tensors()
+	if pf, ok := r.(*pth.File); ok {
+		all = pf.AllTensors()
+	}
+	if !coreOnly {
+		// The ViTamin stem marks an image path; without it (a core-only
+		// file, or a stand-in encoder) there is none to write, as there is
+		// none to load.
+		if _, ok := src.infos[vitaminStem]; ok {
+			names, err := convertImageTensors(src, meta, c, outMeta)
+			if err != nil {
+				return badInput(op, "%s: image path: %v (--core writes the tokenizer core alone)", in, err)
+			}
+			for _, n := range names {
+				needed[n] = true
+			}
+			// The rest of UniTok's image groups (encoder.pos_embed, which
+			// UniTok keeps at zero and unitok does not read) go along, so
+			// the file holds those groups whole.
+			for _, t := range all {
+				if _, ok := needed[t.Name]; !ok && isImageTensor(t.Name) {
+					needed[t.Name] = false
+				}
+			}
+		}
+	}
+	var heads []safetensors.Tensor
+	for _, info := range all { // file order
+		read, ok := needed[info.Name]
+		if !ok {
+			continue // other quantizer buffers (vocab_usage, ...), text tower, logit_scale
+		}
+		dt := info.DType
+		switch {
+		case dt == "F32" || dt == "F16" || dt == "BF16":
+		case !read && safetensors.DTypeSize(dt) > 0: // not read by unitok: kept as stored
+		default:
+			dt = "F32" // as the loaders read it
+		}
+		heads = append(heads, safetensors.Tensor{Name: info.Name, DType: dt, Shape: append([]int(nil), info.Shape...)})
+	}
+	err = safetensors.WriteStream(out, heads, outMeta, func(i int) ([]byte, error) {
+		t, err := tensorForWrite(r, heads[i])
+		if err != nil {
+			return nil, fmt.Errorf("%s: tensor %s: %v", in, heads[i].Name, err)
+		}
+		return t, nil
+	})
+	if err != nil {
 		return badInput(op, "%s: %v", out, err)
 	}
 	return nil
 }
 
-// coreTensorForWrite returns a tensor's bytes in its stored dtype when that
-// is a float type the core reads, else converted to F32.
-func coreTensorForWrite(r ckpt.Reader, info ckpt.Info) (safetensors.Tensor, error) {
-	switch info.DType {
-	case "F32", "F16", "BF16":
-		var raw []byte
-		var err error
-		switch x := r.(type) {
-		case *pth.File:
-			raw, _, err = x.ReadRaw(info.Name)
-		case *safetensors.File:
-			var b []byte
-			if b, err = x.Raw(info.Name); err == nil {
-				raw = append([]byte(nil), b...) // Raw may alias a mapping closed with r
+// convertImageTensors checks the image path of src as the loader would
+// (architecture from shapes and meta, width equal to the core's C, every
+// encoder and decoder tensor present and well shaped; the CLIP head is
+// optional), records its architecture in outMeta, and returns the names of
+// the image tensors to write.
+func convertImageTensors(src *imageSource, meta map[string]string, core Config, outMeta map[string]string) ([]string, error) {
+	model, heads, imgSize := imageMeta(meta)
+	vc, err := vitamin.Infer(src, model, heads, imgSize)
+	if err != nil {
+		return nil, err
+	}
+	if vc.Width != core.InDim {
+		return nil, fmt.Errorf("the encoder is %d wide but quant_proj takes %d features", vc.Width, core.InDim)
+	}
+	if vc.Tokens() <= 0 {
+		return nil, fmt.Errorf("image size %d gives no tokens", vc.ImgSize)
+	}
+	missing, misshapen := imageTensorCheck(src, vc, nil)
+	var body []string // the head is optional, as for the loader
+	for _, m := range missing {
+		if !strings.HasPrefix(m, "fc_norm.") && !strings.HasPrefix(m, "projection.") {
+			body = append(body, m)
+		}
+	}
+	if d := describeImageProblems(body, misshapen); d != "" {
+		return nil, fmt.Errorf("%s (%s)", d, vc.Name)
+	}
+	var names []string
+	for _, part := range [][]vitamin.Tensor{vc.EncoderTensors(), vc.DecoderTensors(), vc.HeadTensors()} {
+		for _, t := range part {
+			if _, ok := src.infos[t.Name]; ok {
+				names = append(names, t.Name)
 			}
 		}
+	}
+	outMeta["model"] = vc.Name
+	outMeta["vit_heads"] = fmt.Sprint(vc.Heads)
+	outMeta["img_size"] = fmt.Sprint(vc.ImgSize)
+	return names, nil
+}
+
+// tensorForWrite returns the bytes of tensor want.Name in dtype want.DType:
+// the stored bytes when that is the stored dtype, else float32 as the
+// loaders read it.
+func tensorForWrite(r ckpt.Reader, want safetensors.Tensor) ([]byte, error) {
+	switch x := r.(type) {
+	case *pth.File:
+		raw, info, err := x.ReadRaw(want.Name)
 		if err != nil {
-			return safetensors.Tensor{}, err
+			return nil, err
 		}
-		if raw != nil {
-			return safetensors.Tensor{Name: info.Name, DType: info.DType, Shape: append([]int(nil), info.Shape...), Data: raw}, nil
+		if info.DType == want.DType {
+			return raw, nil
+		}
+	case *safetensors.File:
+		if info, ok := x.Info(want.Name); ok && info.DType == want.DType {
+			return x.Raw(want.Name) // valid until r is closed, after the write
 		}
 	}
-	v, err := r.ReadFloat32(info.Name)
+	v, err := r.ReadFloat32(want.Name)
 	if err != nil {
-		return safetensors.Tensor{}, err
+		return nil, err
 	}
-	return safetensors.F32Tensor(info.Name, info.Shape, v), nil
+	return safetensors.F32Tensor(want.Name, want.Shape, v).Data, nil
 }

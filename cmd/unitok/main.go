@@ -9,7 +9,7 @@
 //	unitok reconstruct --checkpoint CKPT IN OUT.png [--side-by-side]
 //	unitok embed       --checkpoint CKPT --in IMG --out EMB.npy     # CLIP image embedding (E,)
 //	unitok inspect  CKPT                                # config, tensors, what is missing
-//	unitok convert  IN.pth OUT.safetensors              # the core only, atomically
+//	unitok convert  IN.pth OUT.safetensors              # the whole model (--core: the core only), atomically
 //	unitok bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op ops] [--json]
 //	unitok devices  [--json [--watch D [--count N]]]    # GPUs as NVML sees them
 //	unitok prep status --out DIR [--in DIR|GLOB] [--json]   # a data-prep job's merged manifests
@@ -43,7 +43,7 @@ commands:
   quantize --checkpoint CKPT --in LATENTS.npy  --out CODES.npy     (M,D) float -> codes (M,K)
   lookup   --checkpoint CKPT --in CODES.npy    --out LATENTS.npy   (M,K) integer -> (M,D) float32
   inspect  [--json] CKPT                                           config, tensors, what is missing
-  convert  [--causal] [--heads N] IN.pth OUT.safetensors           write only the core, atomically
+  convert  [--core] [--causal] [--heads N] IN.pth OUT.safetensors  core + image path (--core: the core only), atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
   devices  [--json [--watch D [--count N]]]                        GPUs (NVML): memory, clocks, power, throttling
   preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
