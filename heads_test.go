@@ -22,7 +22,7 @@ const headsMarginTol = 1e-5
 
 // compareCodes counts codes equal to PyTorch's where the margin is safe and
 // returns (equal, compared).
-func compareCodes(got, want []int32, margins []float32) (equal, compared int) {
+func countEqualCodes(got, want []int32, margins []float32) (equal, compared int) {
 	for i := range want {
 		if float64(margins[i]) <= headsMarginTol {
 			continue
@@ -70,7 +70,7 @@ func TestUniTokHeadsC256Pth(t *testing.T) {
 	got := encodeFile(t, tok, filepath.Join(dir, "features.npy"))
 	want, _ := readI32(t, filepath.Join(dir, "codes.npy"))
 	margins, _ := readF32(t, filepath.Join(dir, "margins.npy"))
-	eq, n := compareCodes(got, want, margins)
+	eq, n := countEqualCodes(got, want, margins)
 	require.Equal(t, len(want), n, "no code may sit within the margin tolerance")
 	require.Equal(t, n, eq, "codes equal to UniTok's PyTorch modules")
 
@@ -79,7 +79,7 @@ func TestUniTokHeadsC256Pth(t *testing.T) {
 	for _, h := range []int{1, 2, 16} {
 		wrong, err := Open(p, WithDevice("cpu"), WithHeads(h))
 		require.NoError(t, err)
-		eq, n := compareCodes(encodeFile(t, wrong, filepath.Join(dir, "features.npy")), want, margins)
+		eq, n := countEqualCodes(encodeFile(t, wrong, filepath.Join(dir, "features.npy")), want, margins)
 		wrong.Close()
 		require.Less(t, eq, n, "%d heads must not reproduce the 4-head codes", h)
 		t.Logf("%d heads: %d of %d codes agree with PyTorch", h, eq, n)
@@ -141,7 +141,7 @@ func TestUniTokHeadsWidths(t *testing.T) {
 			require.NoError(t, err)
 			defer tok.Close()
 			require.Equal(t, fc.config(), tok.Config())
-			eq, n := compareCodes(encodeFile(t, tok, features), want, margins)
+			eq, n := countEqualCodes(encodeFile(t, tok, features), want, margins)
 			require.Equal(t, len(want), n)
 			require.Equal(t, n, eq, "codes equal to PyTorch with no options")
 
@@ -165,14 +165,14 @@ func TestUniTokHeadsWidths(t *testing.T) {
 			wrong, err := Open(p2, WithDevice("cpu"))
 			require.NoError(t, err)
 			require.Equal(t, other, wrong.Config().NumHeads)
-			eqWrong, _ := compareCodes(encodeFile(t, wrong, features), want, margins)
+			eqWrong, _ := countEqualCodes(encodeFile(t, wrong, features), want, margins)
 			wrong.Close()
 			require.Less(t, eqWrong, n, "recorded %d heads must be used (and give other codes)", other)
 			t.Logf("%d heads instead of %d: %d of %d codes agree with PyTorch", other, tc.heads, eqWrong, n)
 			fixed, err := Open(p2, WithDevice("cpu"), WithHeads(tc.heads))
 			require.NoError(t, err)
 			defer fixed.Close()
-			eq, _ = compareCodes(encodeFile(t, fixed, features), want, margins)
+			eq, _ = countEqualCodes(encodeFile(t, fixed, features), want, margins)
 			require.Equal(t, n, eq, "WithHeads(%d) over metadata", tc.heads)
 
 			// args naming another encoder width is refused.
@@ -243,7 +243,7 @@ func TestUniTokHeadsTorchPth(t *testing.T) {
 			require.Equal(t, tc.heads, tok.Config().NumHeads)
 			want, _ := readI32(t, filepath.Join(dir, "codes.npy"))
 			margins, _ := readF32(t, filepath.Join(dir, "margins.npy"))
-			eq, n := compareCodes(encodeFile(t, tok, filepath.Join(dir, "features.npy")), want, margins)
+			eq, n := countEqualCodes(encodeFile(t, tok, filepath.Join(dir, "features.npy")), want, margins)
 			require.Equal(t, len(want), n)
 			require.Equal(t, n, eq)
 			require.True(t, strings.HasPrefix(tok.Device(), "cpu"))

@@ -20,7 +20,7 @@ var benchImageTok = sync.OnceValues(func() (*Tokenizer, error) {
 	return openSynthImage(realConfig, vitamin.VitaminLarge(1024), 1, WithDevice("cpu"))
 })
 
-func benchImages() int {
+func imageBenchBatch() int {
 	if n, err := strconv.Atoi(os.Getenv("UNITOK_BENCH_IMAGES")); err == nil && n > 0 {
 		return n
 	}
@@ -33,7 +33,7 @@ func imageBenchSetup(b *testing.B) (*Tokenizer, []float32, []int32, int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	B, S := benchImages(), tok.ImageSize()
+	B, S := imageBenchBatch(), tok.ImageSize()
 	rng := rand.New(rand.NewPCG(1, 2))
 	x := make([]float32, B*3*S*S)
 	for i := range x {
