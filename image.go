@@ -26,6 +26,8 @@ type imageModel struct {
 	enc  *vitamin.Encoder
 	dec  *vitamin.Decoder
 	head *vitamin.Head
+	// digest covers every image tensor read (ImageWeightsDigest).
+	digest uint64
 	// err says what is missing or wrong when enc or dec is nil; headErr
 	// likewise for head.
 	err, headErr error
@@ -35,6 +37,8 @@ type imageModel struct {
 type imageSource struct {
 	r     ckpt.Reader
 	infos map[string]ckpt.Info
+	// digest folds in every tensor Get returns, in the loaders' order.
+	digest uint64
 }
 
 func newImageSource(r ckpt.Reader) *imageSource {
@@ -66,6 +70,7 @@ func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tensor %s: %v", name, err)
 	}
+	s.digest = digestTensor(s.digest, name, shape, v)
 	return v, nil
 }
 
@@ -137,6 +142,7 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
 		im.headErr = badInput("image model", "%v", err)
 	}
+	im.digest = src.digest
 	return im
 }
 

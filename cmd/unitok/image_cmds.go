@@ -187,6 +187,9 @@ func (c *imageCmd) runImageShards(pf *prepFlags, stderr io.Writer) error {
 	if pf.tensor != "" || pf.histogram != "" {
 		return fmt.Errorf("tokenize: --tensor and --histogram do not apply to images")
 	}
+	if pf.keep || pf.embed {
+		return fmt.Errorf("tokenize: --keep and --embed apply to webdataset (.tar) shards (unitok encode --in DIR_OF_TARS)")
+	}
 	if pf.batch < 0 {
 		return fmt.Errorf("--batch %d: want a positive number", pf.batch)
 	}

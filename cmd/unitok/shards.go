@@ -27,6 +27,7 @@ type prepFlags struct {
 	interval  time.Duration
 	partition string
 	keep      bool
+	embed     bool
 }
 
 // tokenizeImages gives the image tokenizer that webdataset (.tar) shards go
@@ -39,6 +40,18 @@ var tokenizeImages = func(t *unitok.Tokenizer) (wds.TokenizeFunc, error) {
 	return t.TokenizeImages, nil
 }
 
+// tokenizeEmbedImages is tokenizeImages for --embed: codes and CLIP
+// embeddings in one encoder pass. Tests swap in a fake.
+var tokenizeEmbedImages = func(t *unitok.Tokenizer) (wds.TokenizeEmbedFunc, error) {
+	if err := t.ImageModel(); err != nil {
+		return nil, err
+	}
+	if a, _ := t.ImageArch(); a.EmbedDim == 0 {
+		return nil, fmt.Errorf("--embed: the checkpoint has no CLIP image head (fc_norm, projection)")
+	}
+	return t.TokenizeAndEmbedImages, nil
+}
+
 func (p *prepFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&p.tensor, "tensor", "", "tensor to read from .safetensors shards")
 	fs.IntVar(&p.batch, "batch", 0, "images (encode, decode) or rows (quantize, lookup) per call (0: ~16K tokens, 64K rows)")
@@ -47,6 +60,7 @@ func (p *prepFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&p.verify, "verify", false, "rehash outputs the manifest says are done (default: check their size)")
 	fs.DurationVar(&p.interval, "progress-interval", 0, "time between progress lines (default 500ms on a terminal, 5s otherwise)")
 	fs.BoolVar(&p.keep, "keep", false, "webdataset shards: also write each sample's image member (other members are always kept)")
+	fs.BoolVar(&p.embed, "embed", false, "webdataset shards: also write each sample's CLIP image embedding as KEY.embed.npy ((E,) float32)")
 	fs.StringVar(&p.partition, "partition", "", "do only partition I of N of the shards (I/N, or off; default from JOB_COMPLETION_INDEX+UNITOK_PARTITIONS or SLURM_ARRAY_TASK_ID/COUNT)")
 }
 
@@ -85,7 +99,7 @@ func sharded(in, out string, p *prepFlags) bool {
 	if strings.HasSuffix(out, "/") || !strings.EqualFold(filepath.Ext(out), ".npy") {
 		return true
 	}
-	return p.tensor != "" || p.histogram != "" || p.partition != "" || p.keep
+	return p.tensor != "" || p.histogram != "" || p.partition != "" || p.keep || p.embed
 }
 
 // runShards runs cmd over every shard of in, writing mirrored outputs and a
@@ -111,6 +125,8 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 		return fmt.Errorf("%s: --in %s holds webdataset shards (.tar), which only encode reads", cmd, in)
 	case pf.keep && !tars:
 		return fmt.Errorf("--keep applies to webdataset (.tar) shards only")
+	case pf.embed && !tars:
+		return fmt.Errorf("--embed applies to webdataset (.tar) shards only (for one image: unitok embed)")
 	}
 	opts, _, err := ef.options()
 	if err != nil {
@@ -127,16 +143,21 @@ func runShards(cmd, in, out string, ef *engineFlags, pf *prepFlags, stderr io.Wr
 	ctx, stop := prep.NotifyContext(context.Background())
 	defer stop()
 	if tars {
-		tokenize, err := tokenizeImages(t)
+		topt := prep.TarOptions{
+			In: []string{in}, OutDir: out, Partition: part, Verify: pf.verify, Histogram: pf.histogram,
+			Progress: stderr, K: t.Config().NumCodebooks, V: t.Config().CodebookSize,
+			Device: t.Device(), Batch: pf.batch, Keep: pf.keep,
+		}
+		if pf.embed {
+			topt.TokenizeEmbed, err = tokenizeEmbedImages(t)
+		} else {
+			topt.Tokenize, err = tokenizeImages(t)
+		}
 		if err != nil {
 			return fmt.Errorf("encode: --in %s holds webdataset shards (.tar), whose images need the image model: %w", in, err)
 		}
-		c := t.Config()
-		sum, err := prep.RunTars(ctx, prep.TarOptions{
-			In: []string{in}, OutDir: out, Partition: part, Verify: pf.verify, Histogram: pf.histogram,
-			Progress: stderr, Tokenize: tokenize, K: c.NumCodebooks, V: c.CodebookSize,
-			Fingerprint: prep.Fingerprint(t), Device: t.Device(), Batch: pf.batch, Keep: pf.keep,
-		})
+		topt.Fingerprint = prep.Fingerprint(t)
+		sum, err := prep.RunTars(ctx, topt)
 		if sum != nil {
 			sum.Print(stderr)
 		}

@@ -34,7 +34,13 @@ type TarOptions struct {
 	// Tokenize is the image tokenizer (the shape of
 	// (*unitok.Tokenizer).TokenizeImages), K and V its codebooks.
 	Tokenize wds.TokenizeFunc
-	K, V     int
+	// TokenizeEmbed, when set, replaces Tokenize and also writes each
+	// sample's embedding (KEY.embed.npy, (E,) float32; the shape of
+	// (*unitok.Tokenizer).TokenizeAndEmbedImages). Whether it is set is
+	// part of each record's params, so a rerun with the other choice redoes
+	// the shards.
+	TokenizeEmbed wds.TokenizeEmbedFunc
+	K, V          int
 	// Fingerprint identifies everything that determines the codes (model
 	// weights, preprocessing); it goes into each record's params, so that a
 	// rerun with another model does not take old outputs as done.
@@ -58,8 +64,8 @@ type TarOptions struct {
 // and the others are done; RunTars then returns an error wrapping
 // ErrShardsFailed.
 func RunTars(ctx context.Context, opt TarOptions) (*Summary, error) {
-	if opt.Tokenize == nil || opt.K <= 0 || opt.V <= 0 {
-		return nil, errors.New("prep: RunTars needs Tokenize, K and V")
+	if opt.Tokenize == nil && opt.TokenizeEmbed == nil || opt.K <= 0 || opt.V <= 0 {
+		return nil, errors.New("prep: RunTars needs Tokenize (or TokenizeEmbed), K and V")
 	}
 	if opt.OutDir == "" || len(opt.In) == 0 {
 		return nil, errors.New("prep: RunTars needs inputs and an output directory")
@@ -102,7 +108,11 @@ func RunTars(ctx context.Context, opt TarOptions) (*Summary, error) {
 		return nil, fmt.Errorf("prep: %w", err)
 	}
 	defer unlock()
-	params := fmt.Sprintf("op=tokenize-images K=%d V=%d layout=bnk dtype=uint16 keep=%t codes=codes.npy model=%s", opt.K, opt.V, opt.Keep, opt.Fingerprint)
+	embed := "none"
+	if opt.TokenizeEmbed != nil {
+		embed = "embed.npy"
+	}
+	params := fmt.Sprintf("op=tokenize-images K=%d V=%d layout=bnk dtype=uint16 keep=%t codes=codes.npy embed=%s model=%s", opt.K, opt.V, opt.Keep, embed, opt.Fingerprint)
 	recs, _, err := readManifest(opt.Manifest)
 	if err != nil {
 		return nil, fmt.Errorf("prep: manifest: %w", err)
@@ -221,7 +231,7 @@ func processTar(ctx context.Context, s source, opt TarOptions) (Record, *wds.Res
 	h := sha256.New()
 	cw := &countWriter{w: io.MultiWriter(f, h)}
 	res, err := wds.Process(ctx, bufio.NewReaderSize(in, 1<<20), cw, wds.Options{
-		Tokenize: opt.Tokenize, K: opt.K, V: opt.V, Decode: opt.Decode, Batch: opt.Batch,
+		Tokenize: opt.Tokenize, TokenizeEmbed: opt.TokenizeEmbed, K: opt.K, V: opt.V, Decode: opt.Decode, Batch: opt.Batch,
 		ImageExts: opt.ImageExts, Keep: opt.Keep, Workers: opt.Workers})
 	if err != nil {
 		f.Abort()
@@ -304,12 +314,18 @@ func countNpyCodes(counts []int64, b []byte, K, V int) (int64, error) {
 	return int64(h.Shape[0]), nil
 }
 
-// Fingerprint identifies a tokenizer's core for TarOptions.Fingerprint: a
-// hash of its config and of the weights the encode path uses (quant_proj
-// and the codebooks). It does not cover an image encoder in front of the
-// core; callers that have one should append its identity.
+// Fingerprint identifies a tokenizer for TarOptions.Fingerprint: a hash of
+// its config, of the weights the encode path uses (quant_proj and the
+// codebooks) and, when it has an image model, of the image architecture,
+// the preprocessing and the image weights (encoder, decoder, CLIP head:
+// (*unitok.Tokenizer).ImageWeightsDigest).
 func Fingerprint(tok *unitok.Tokenizer) string {
-	h := sha256.Sum256([]byte(params(Encode, tok, &Options{}, npy.Uint16)))
+	p := params(Encode, tok, &Options{}, npy.Uint16)
+	if a, ok := tok.ImageArch(); ok {
+		p += fmt.Sprintf(" image=%s/%d/%d/%d size=%d ratio=%g image_weights=%s",
+			a.Model, a.Width, a.Depth, a.Heads, a.ImageSize, unitok.ImageResizeRatio, tok.ImageWeightsDigest())
+	}
+	h := sha256.Sum256([]byte(p))
 	return fmt.Sprintf("%x", h[:8])
 }
 

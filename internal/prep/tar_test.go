@@ -192,3 +192,48 @@ func TestRunTarsPartitionsAndResume(t *testing.T) {
 	require.ErrorIs(t, err, ErrShardsFailed)
 	assert.Equal(t, good, sum.Done)
 }
+
+// Whether embeddings are written is part of the params: switching --embed
+// on or off redoes every shard, rerunning the same choice skips them.
+func TestRunTarsEmbedParams(t *testing.T) {
+	in, out := filepath.Join(t.TempDir(), "in"), filepath.Join(t.TempDir(), "out")
+	writeTarShards(t, in)
+	good := 5 // bad.tar fails every time
+	embedOpts := func() TarOptions {
+		o := tarOpts(in, out)
+		o.Tokenize = nil
+		o.TokenizeEmbed = func(ctx context.Context, imgs []image.Image) ([]int32, []float32, error) {
+			codes, err := tarTokenize(nil)(ctx, imgs)
+			return codes, make([]float32, 2*len(imgs)), err
+		}
+		return o
+	}
+	members := func() []string {
+		f, err := os.Open(filepath.Join(out, "val", "00000.tar"))
+		require.NoError(t, err)
+		defer f.Close()
+		s, err := wds.NewReader(f).Next()
+		require.NoError(t, err)
+		var exts []string
+		for _, m := range s.Members {
+			exts = append(exts, m.Ext)
+		}
+		return exts
+	}
+	for i, step := range []struct {
+		opt           TarOptions
+		done, skipped int
+		exts          []string
+	}{
+		{tarOpts(in, out), good, 0, []string{"txt", "codes.npy"}},
+		{embedOpts(), good, 0, []string{"txt", "codes.npy", "embed.npy"}},
+		{embedOpts(), 0, good, []string{"txt", "codes.npy", "embed.npy"}},
+		{tarOpts(in, out), good, 0, []string{"txt", "codes.npy"}},
+	} {
+		sum, err := RunTars(context.Background(), step.opt)
+		require.ErrorIs(t, err, ErrShardsFailed, "step %d", i)
+		assert.Equal(t, step.done, sum.Done, "step %d", i)
+		assert.Equal(t, step.skipped, sum.Skipped, "step %d", i)
+		assert.Equal(t, step.exts, members(), "step %d", i)
+	}
+}

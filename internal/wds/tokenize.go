@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -19,6 +20,11 @@ import (
 // (*unitok.Tokenizer).TokenizeImages. N may depend on the tokenizer's input
 // size; Process takes it from the length of the result.
 type TokenizeFunc func(ctx context.Context, imgs []image.Image) ([]int32, error)
+
+// TokenizeEmbedFunc turns B images into codes (B, N, K) and embeddings
+// (B, E), row-major: the shape of
+// (*unitok.Tokenizer).TokenizeAndEmbedImages.
+type TokenizeEmbedFunc func(ctx context.Context, imgs []image.Image) ([]int32, []float32, error)
 
 // DecodeFunc decodes one image member; ext is its lowercased extension.
 type DecodeFunc func(ext string, data []byte) (image.Image, error)
@@ -41,8 +47,11 @@ var DefaultImageExts = []string{"jpg", "jpeg", "png", "webp"}
 
 // Options configures Process.
 type Options struct {
-	Tokenize TokenizeFunc // required
-	K        int          // codebooks (required): codes of one image are (N, K)
+	Tokenize TokenizeFunc // required unless TokenizeEmbed is set
+	// TokenizeEmbed, when set, replaces Tokenize: each sample also gets
+	// its embedding as KEY.embed.npy, an (E,) float32 .npy, after its codes.
+	TokenizeEmbed TokenizeEmbedFunc
+	K             int // codebooks (required): codes of one image are (N, K)
 	// V, when > 0, makes Process count codes into Result.Counts (K, V).
 	V         int
 	Decode    DecodeFunc // nil: DefaultDecode
@@ -52,6 +61,7 @@ type Options struct {
 	// always passed through.
 	Keep     bool
 	CodesExt string // default "codes.npy"
+	EmbedExt string // default "embed.npy"
 	Workers  int    // image decoders (default GOMAXPROCS)
 }
 
@@ -69,6 +79,7 @@ type Result struct {
 	Images  int         // images tokenized
 	Tokens  int64       // tokens written (images x N)
 	N       int         // tokens per image (0 if no image was tokenized)
+	E       int         // embedding width (0 without TokenizeEmbed or images)
 	Skipped int         // tar entries that are not sample members (see Reader)
 	Counts  []int64     // (K, V) code counts when Options.V > 0
 }
@@ -82,8 +93,8 @@ type Result struct {
 // completes. Errors reading the tar, from Tokenize, or writing are
 // returned: the shard failed, and out holds a partial tar.
 func Process(ctx context.Context, in io.Reader, out io.Writer, opt Options) (*Result, error) {
-	if opt.Tokenize == nil || opt.K <= 0 {
-		return nil, fmt.Errorf("wds: Process needs Tokenize and K")
+	if opt.Tokenize == nil && opt.TokenizeEmbed == nil || opt.K <= 0 {
+		return nil, fmt.Errorf("wds: Process needs Tokenize (or TokenizeEmbed) and K")
 	}
 	if opt.Decode == nil {
 		opt.Decode = DefaultDecode
@@ -96,6 +107,9 @@ func Process(ctx context.Context, in io.Reader, out io.Writer, opt Options) (*Re
 	}
 	if opt.CodesExt == "" {
 		opt.CodesExt = "codes.npy"
+	}
+	if opt.EmbedExt == "" {
+		opt.EmbedExt = "embed.npy"
 	}
 	if opt.Workers <= 0 {
 		opt.Workers = runtime.GOMAXPROCS(0)
@@ -252,9 +266,31 @@ func (p *processor) write(ctx context.Context, d *decoded) error {
 	if len(good) == 0 {
 		return nil
 	}
-	codes, err := p.opt.Tokenize(ctx, good)
+	var codes []int32
+	var embs []float32
+	var err error
+	if p.opt.TokenizeEmbed != nil {
+		codes, embs, err = p.opt.TokenizeEmbed(ctx, good)
+	} else {
+		codes, err = p.opt.Tokenize(ctx, good)
+	}
 	if err != nil {
 		return fmt.Errorf("wds: tokenize: %w", err)
+	}
+	var ehdr []byte
+	E := 0
+	if p.opt.TokenizeEmbed != nil {
+		if len(embs) == 0 || len(embs)%len(good) != 0 {
+			return fmt.Errorf("wds: tokenize returned %d embedding values for %d images, want B*E", len(embs), len(good))
+		}
+		E = len(embs) / len(good)
+		if p.res.E != 0 && p.res.E != E {
+			return fmt.Errorf("wds: tokenize returned embeddings of width %d, earlier %d", E, p.res.E)
+		}
+		p.res.E = E
+		if ehdr, err = npy.EncodeHeader(npy.Float32, []int{E}); err != nil {
+			return err
+		}
 	}
 	K := p.opt.K
 	if len(codes) == 0 || len(codes)%(len(good)*K) != 0 {
@@ -294,6 +330,15 @@ func (p *processor) write(ctx context.Context, d *decoded) error {
 			}
 		}
 		o.Members = append(o.Members, Member{Ext: p.opt.CodesExt, Data: buf})
+		if ehdr != nil {
+			e := embs[(g-1)*E : g*E]
+			eb := make([]byte, len(ehdr)+4*E)
+			copy(eb, ehdr)
+			for j, v := range e {
+				binary.LittleEndian.PutUint32(eb[len(ehdr)+4*j:], math.Float32bits(v))
+			}
+			o.Members = append(o.Members, Member{Ext: p.opt.EmbedExt, Data: eb})
+		}
 		if err := p.w.Write(o); err != nil {
 			return err
 		}

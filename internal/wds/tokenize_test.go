@@ -11,6 +11,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -198,4 +199,64 @@ func TestProcessErrors(t *testing.T) {
 	cancel()
 	_, err = Process(ctx, bytes.NewReader(in.Bytes()), io.Discard, Options{Tokenize: fakeTokenize(nil), K: fakeK})
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+// fakeEmbed is an embedding (E=5) computed from the pixels, as fakeCodes.
+func fakeEmbed(img image.Image) []float32 {
+	c := fakeCodes(img)
+	out := make([]float32, 5)
+	for i := range out {
+		out[i] = float32(c[i])/7 - 1.5 + float32(i)*1e-3
+	}
+	return out
+}
+
+// With TokenizeEmbed each sample also carries KEY.embed.npy, (E,) float32,
+// right after its codes; bad samples are still left out and listed.
+func TestProcessWithEmbeddings(t *testing.T) {
+	src, images := tokenizeInput(t)
+	var out bytes.Buffer
+	res, err := Process(context.Background(), bytes.NewReader(src), &out, Options{
+		TokenizeEmbed: func(ctx context.Context, imgs []image.Image) ([]int32, []float32, error) {
+			codes, _ := fakeTokenize(nil)(ctx, imgs)
+			var embs []float32
+			for _, img := range imgs {
+				embs = append(embs, fakeEmbed(img)...)
+			}
+			return codes, embs, nil
+		}, K: fakeK, V: fakeV, Batch: 4, Workers: 2})
+	require.NoError(t, err)
+	assert.Equal(t, 9, res.Written)
+	assert.Equal(t, 5, res.E)
+	require.Len(t, res.Bad, 2)
+	got := readAll(t, bytes.NewReader(out.Bytes()))
+	require.Len(t, got, 9)
+	for _, s := range got {
+		var exts []string
+		for _, m := range s.Members {
+			exts = append(exts, m.Ext)
+		}
+		assert.Equal(t, []string{"txt", "json", "codes.npy", "embed.npy"}, exts, s.Key)
+		cm, _ := s.Get("codes.npy")
+		_, codes := parseCodes(t, cm.Data)
+		assert.Equal(t, fakeCodes(images[s.Key]), codes, s.Key)
+		em, _ := s.Get("embed.npy")
+		h, err := npy.ParseHeader(em.Data)
+		require.NoError(t, err)
+		require.Equal(t, npy.Float32, h.DType)
+		require.Equal(t, []int{5}, h.Shape)
+		require.Equal(t, h.DataOffset+20, len(em.Data))
+		var e []float32
+		for i := h.DataOffset; i < len(em.Data); i += 4 {
+			e = append(e, math.Float32frombits(binary.LittleEndian.Uint32(em.Data[i:])))
+		}
+		assert.Equal(t, fakeEmbed(images[s.Key]), e, s.Key)
+	}
+
+	_, err = Process(context.Background(), bytes.NewReader(src), io.Discard, Options{
+		TokenizeEmbed: func(ctx context.Context, imgs []image.Image) ([]int32, []float32, error) {
+			codes, _ := fakeTokenize(nil)(ctx, imgs)
+			return codes, make([]float32, 5*len(imgs)+1), nil
+		}, K: fakeK})
+	require.ErrorContains(t, err, "want B*E")
 }

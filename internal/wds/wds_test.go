@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"image"
 	"io"
 	"os"
 	"os/exec"
@@ -179,11 +180,20 @@ func TestPythonReadsGoTar(t *testing.T) {
 	q := filepath.Join(dir, "py_again.tar")
 	require.NoError(t, os.WriteFile(q, writeTar(t, readAll(t, f)), 0o644))
 
-	// A tokenized shard (Process with the fake tokenizer): webdataset finds
-	// the keys and members, numpy reads codes.npy as (N, K) uint16.
+	// A tokenized shard with embeddings (Process with the fake tokenizer):
+	// webdataset finds the keys and members, numpy reads codes.npy as
+	// (N, K) uint16 and embed.npy as (E,) float32.
 	src, images := tokenizeInput(t)
 	var tok bytes.Buffer
-	res, err := Process(context.Background(), bytes.NewReader(src), &tok, Options{Tokenize: fakeTokenize(nil), K: fakeK, Batch: 4})
+	res, err := Process(context.Background(), bytes.NewReader(src), &tok, Options{
+		TokenizeEmbed: func(ctx context.Context, imgs []image.Image) ([]int32, []float32, error) {
+			codes, _ := fakeTokenize(nil)(ctx, imgs)
+			var embs []float32
+			for _, img := range imgs {
+				embs = append(embs, fakeEmbed(img)...)
+			}
+			return codes, embs, nil
+		}, K: fakeK, Batch: 4})
 	require.NoError(t, err)
 	r := filepath.Join(dir, "tokenized.tar")
 	require.NoError(t, os.WriteFile(r, tok.Bytes(), 0o644))
@@ -211,7 +221,22 @@ func TestPythonReadsGoTar(t *testing.T) {
 		for _, m := range s.Members {
 			exts = append(exts, m[0])
 		}
-		assert.Equal(t, []string{"txt", "json", "codes.npy"}, exts, s.Key)
+		assert.Equal(t, []string{"txt", "json", "codes.npy", "embed.npy"}, exts, s.Key)
+		earr := s.Arrays["embed.npy"]
+		require.Len(t, earr, 3, s.Key)
+		var eshape []int
+		var edtype string
+		var evals []float64
+		require.NoError(t, json.Unmarshal(earr[0], &eshape))
+		require.NoError(t, json.Unmarshal(earr[1], &edtype))
+		require.NoError(t, json.Unmarshal(earr[2], &evals))
+		assert.Equal(t, []int{5}, eshape)
+		assert.Equal(t, "float32", edtype)
+		var e32 []float32
+		for _, v := range evals {
+			e32 = append(e32, float32(v))
+		}
+		assert.Equal(t, fakeEmbed(images[s.Key]), e32, s.Key)
 		arr := s.Arrays["codes.npy"]
 		require.Len(t, arr, 3, s.Key)
 		var shape []int
