@@ -8,7 +8,13 @@
 #     threadpoolctl) and torch.matmul;
 #  3. quantize, encode and decode at the real widths (C=1024, D=64, K=8,
 #     V=4096, H=16, N=256, fp32, B images) against UniTok's AttnProjection in
-#     PyTorch eager and torch.compile (bench/torch_reference.py bench).
+#     PyTorch eager and torch.compile (bench/torch_reference.py bench);
+#  4. quantize against faiss-cpu's product quantizer, fused assign path and
+#     compute_codes, same normalized codebooks, codes checked equal
+#     (bench/faiss_compare.py);
+#  5. with UNITOK_SRC=/path/to/UniTok (a checkout of UniTok's code): image
+#     tokenize and detokenize at vitamin_large, batch 1, against UniTok's own
+#     modules in PyTorch eager, with the peak RSS of each process.
 # Rates are by wall clock and, where shown, per CPU second of the measuring
 # threads: on a shared machine the latter is what the cores did.
 # Prints a markdown report (and writes it to $OUT_MD when set).
@@ -110,3 +116,23 @@ for causal in ("false", "true"):
         print("| %s | %s | %.0f | %.0f | %.0f | %s | %.2f | %s |" % (op, "causal" if causal == "true" else "full",
               ut, st, te, ("%.0f" % tc) if tc else "n/a", ut / te, ("%.2f" % (ut / tc)) if tc else "n/a"))
 PYEOF
+
+{
+	echo
+	echo "## quantize vs faiss-cpu"
+	echo
+	"$PY" bench/faiss_compare.py --m 65536 --reps 3 --threads "1,$THREADS"
+} | tee -a "${OUT_MD:-/dev/null}"
+
+if [ -n "${UNITOK_SRC:-}" ]; then
+	{
+		echo
+		echo "## images at vitamin_large, batch 1, $THREADS threads (synthetic weights)"
+		echo
+		echo '```'
+		/usr/bin/time -f "unitok: peak RSS %M KiB" go test -run '^$' -bench 'BenchmarkImage(Tokenize|Detokenize)Large' -benchtime 1x . 2>&1 | grep -E 'Benchmark|peak RSS'
+		OMP_NUM_THREADS="$THREADS" /usr/bin/time -f "PyTorch eager: peak RSS %M KiB" "$PY" bench/torch_image_reference.py bench --unitok "$UNITOK_SRC" \
+			--model vitamin_large --batch 1 --threads "$THREADS" 2>&1 | grep -E '^\{|peak RSS'
+		echo '```'
+	} | tee -a "${OUT_MD:-/dev/null}"
+fi
