@@ -89,6 +89,8 @@ def main():
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", help="continue from this checkpoint (a previous run's unitok_small.pth)")
+    p.add_argument("--warmup", type=int, default=50)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -106,6 +108,11 @@ def main():
         dtype=torch.float32, lr=a.lr)
     model = U.UniTok(types.SimpleNamespace(**args))
     model.quantizer.init_vocab(-1.0)  # UniTok's default vocab_init
+    prev_steps = 0
+    if a.init:
+        prev = torch.load(a.init, map_location="cpu", weights_only=False)
+        model.load_state_dict(prev["trainer"]["unitok"])
+        prev_steps = int(prev.get("iter", 0))
     n_params = sum(t.numel() for k, t in model.state_dict().items() if not k.startswith("text_encoder."))
 
     d = photo_dir()
@@ -141,7 +148,7 @@ def main():
     step = 0
     while time.time() - t0 < budget:
         frac = (time.time() - t0) / budget
-        lr = a.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+        lr = a.lr * min(1.0, (step + 1) / max(a.warmup, 1)) * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         for g in opt.param_groups:
             g["lr"] = lr
         x = sample_batch()
@@ -174,11 +181,12 @@ def main():
         side = to_uint8(torch.cat((x, rec), dim=3))[0].permute(1, 2, 0).numpy()
     os.makedirs(a.out, exist_ok=True)
     Image.fromarray(side).save(os.path.join(a.out, "torch_reconstruction.png"))
-    ckpt = {"args": args, "epoch": 0, "iter": step,
+    ckpt = {"args": args, "epoch": 0, "iter": prev_steps + step,
             "trainer": {"config": {"note": "small demo config, reconstruction-only training (bench/train_small.py)"},
                         "unitok": model.state_dict()}}
     torch.save(ckpt, os.path.join(a.out, "unitok_small.pth"))
-    summary = dict(model=MODEL, config=tir.CUSTOM[MODEL], image_params=n_params, steps=step, batch=a.batch,
+    summary = dict(model=MODEL, config=tir.CUSTOM[MODEL], image_params=n_params, steps=step,
+                   steps_total=prev_steps + step, init=a.init, lr=a.lr, batch=a.batch,
                    crop=a.crop, minutes=round((time.time() - t0) / 60, 1), threads=a.threads,
                    photos=[f for f in PHOTOS if f != HELD_OUT], held_out=HELD_OUT,
                    psnr_db_256_uint8=res, torch=torch.__version__, log=log)
