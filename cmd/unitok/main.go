@@ -63,7 +63,8 @@ data prep (encode/decode/quantize/lookup over many shards): --in DIR|GLOB|FILE -
   outputs mirror the input tree under --out, with manifest.jsonl (manifest-IIIII-of-NNNNN.jsonl
   per partition); rerun the same command to resume
   webdataset shards (.tar in --in, encode only): one .tar out per shard, each sample's codes as
-                        KEY.codes.npy (N,K) uint16 beside its other members; --keep keeps the image
+                        KEY.codes.npy (N,K) uint16 beside its other members; --keep keeps the image,
+                        --embed adds KEY.embed.npy (the CLIP image embedding, same encoder pass)
   prep status --out DIR [--in DIR|GLOB] [--json]   merge the manifests: done, failed, missing,
                         throughput per partition, code usage and perplexity over the whole set
 
