@@ -74,11 +74,10 @@ fuzz-smoke:
 		pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
 		if ! out=$$($(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg 2>&1); then \
-			echo "$$out"; \
 			if echo "$$out" | grep -q 'context deadline exceeded' && ! echo "$$out" | grep -q 'Failing input'; then \
-				echo "fuzz $$fn: coordinator timeout without a finding; running it once more"; \
+				echo "fuzz $$fn: the coordinator timed out without a finding; running it once more"; \
 				$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg; \
-			else exit 1; fi; \
+			else echo "$$out"; exit 1; fi; \
 		else echo "$$out" | tail -n 3; fi; \
 	done
 
