@@ -1,0 +1,160 @@
+package vitamin
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/unitok/unitok/internal/cpu"
+	"github.com/unitok/unitok/internal/engine"
+)
+
+type rsrc struct{ shapes map[string][]int }
+
+func (r rsrc) Shape(n string) ([]int, bool) { s, ok := r.shapes[n]; return s, ok }
+func (r rsrc) Get(n string, shape ...int) ([]float32, error) {
+	s := r.shapes[n]
+	k := 1
+	for _, d := range s {
+		k *= d
+	}
+	v := make([]float32, k)
+	rng := rand.New(rand.NewPCG(uint64(k), 3))
+	for i := range v {
+		v[i] = float32(rng.NormFloat64() * 0.02)
+	}
+	return v, nil
+}
+
+type timed struct {
+	*cpu.Engine
+	t map[string]time.Duration
+}
+
+func (t *timed) rec(name string, s engine.Shape, t0 time.Time) {
+	t.t[fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)] += time.Since(t0)
+}
+func (t *timed) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.MatMul(x, w, acc)
+	t.rec("MatMul", r.Shape(), t0)
+	return r
+}
+func (t *timed) Conv2d(x engine.Tensor, w engine.Weight, s, p int) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.Conv2d(x, w, s, p)
+	t.rec(fmt.Sprintf("Conv2d(in %d,s%d)", x.Shape().C, s), r.Shape(), t0)
+	return r
+}
+func (t *timed) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.UpConv3x3(x, w)
+	t.rec("UpConv", r.Shape(), t0)
+	return r
+}
+func (t *timed) LayerNorm(x engine.Tensor, a, b engine.Weight, eps float32) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.LayerNorm(x, a, b, eps)
+	t.rec("LN", r.Shape(), t0)
+	return r
+}
+func (t *timed) GELU(x engine.Tensor) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.GELU(x)
+	t.rec("GELU", r.Shape(), t0)
+	return r
+}
+func (t *timed) GeGLU(a, b engine.Tensor) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.GeGLU(a, b)
+	t.rec("GeGLU", r.Shape(), t0)
+	return r
+}
+func (t *timed) Attention(x engine.Tensor, h int) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.Attention(x, h)
+	t.rec("Attn", r.Shape(), t0)
+	return r
+}
+func (t *timed) Add(a, b engine.Tensor) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.Add(a, b)
+	t.rec("Add", r.Shape(), t0)
+	return r
+}
+func (t *timed) AvgPool3x3s2(x engine.Tensor) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.AvgPool3x3s2(x)
+	t.rec("Pool", r.Shape(), t0)
+	return r
+}
+func (t *timed) Upsample2x(x engine.Tensor) engine.Tensor {
+	t0 := time.Now()
+	r := t.Engine.Upsample2x(x)
+	t.rec("Up2x", r.Shape(), t0)
+	return r
+}
+
+// TestOpTimes is a diagnostic, not a check: it prints where the CPU engine
+// spends the time of one vitamin_large image (encode, decode, twice each;
+// the second pass is the warm one).
+func TestOpTimes(t *testing.T) {
+	if os.Getenv("UNITOK_OPTIME") == "" {
+		t.Skip("set UNITOK_OPTIME=1: per-op wall times of the vitamin_large encoder and decoder on the CPU engine (synthetic weights)")
+	}
+	c := VitaminLarge(1024)
+	sh := map[string][]int{}
+	for _, x := range append(append(c.EncoderTensors(), c.DecoderTensors()...), c.HeadTensors()...) {
+		sh[x.Name] = x.Shape
+	}
+	te := &timed{Engine: cpu.New(0), t: map[string]time.Duration{}}
+	src := rsrc{sh}
+	enc, err := LoadEncoder(te, src, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec, err := LoadDecoder(te, src, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, 3*256*256)
+	for i := range x {
+		x[i] = float32(i%17)/8 - 1
+	}
+	for _, which := range []string{"enc", "dec", "enc", "dec"} {
+		te.t = map[string]time.Duration{}
+		t0 := time.Now()
+		if which == "enc" {
+			_, err = enc.Encode(context.Background(), te, x, 1)
+		} else {
+			tok := make([]float32, 256*1024)
+			for i := range tok {
+				tok[i] = float32(i%13)/13 - 0.5
+			}
+			_, err = dec.Decode(context.Background(), te, tok, 1, true)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		tot := time.Since(t0)
+		type kv struct {
+			k string
+			v time.Duration
+		}
+		var l []kv
+		var sum time.Duration
+		for k, v := range te.t {
+			l = append(l, kv{k, v})
+			sum += v
+		}
+		sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
+		fmt.Printf("== %s total %v (ops %v)\n", which, tot, sum)
+		for _, e := range l[:min(25, len(l))] {
+			fmt.Printf("  %-40s %8.1f ms\n", e.k, e.v.Seconds()*1e3)
+		}
+	}
+}
