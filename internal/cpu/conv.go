@@ -33,6 +33,10 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 		kern.Gemm(out.D, o.C, xt.D, s.C, o.Rows(), c.dense.p, c.bias, false, e.threads())
 		return out
 	}
+	if stride == 1 && c.spatial && c.out*c.kh*c.kw <= tapChannelsMax {
+		e.tapChannelsConv(out, xt, c, pad)
+		return out
+	}
 	if stride == 1 && s.C >= implicitMinChannels && c.spatial {
 		e.implicitConv(out, xt, c, pad)
 		return out
@@ -121,45 +125,85 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 // run as one GEMM per tap (below it, a tap's K is too short to pay).
 var implicitMinChannels = 16
 
-// implicitConv runs a stride-1 kxk convolution as kh*kw accumulating GEMMs
-// over a zero-padded copy of the input, with no im2col: in the padded
-// layout (B, H+2p, W+2p, C), the input of output position q (in the same
-// padded numbering) for tap (ky, kx) is row q + ky*Wp + kx, so each tap is
-// a single GEMM over all positions with row stride C. Rows that land in the
-// padding compute garbage that is not copied out.
+// implicitConv runs a stride-1 kxk convolution as one implicit GEMM over
+// a zero-padded copy of the input, with no im2col: in the padded layout
+// (B, H+2p, W+2p, C), the input of output position q (in the same padded
+// numbering) for tap (ky, kx) is row q + ky*Wp + kx, so kern.GemmTaps reads
+// every tap of every position straight into its packed blocks (the weight
+// is the im2col one, taps outer). Rows that land in the padding compute
+// garbage that is not copied out.
 func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
-	c.tapsOnce.Do(func() {
-		K := c.kh * c.kw * c.in
-		for t := 0; t < c.kh*c.kw; t++ {
-			w := make([]float32, c.out*c.in)
-			for o := 0; o < c.out; o++ {
-				copy(w[o*c.in:(o+1)*c.in], c.raw[o*K+t*c.in:])
-			}
-			c.taps = append(c.taps, kern.Pack(w, c.out, c.in))
-		}
-	})
 	s, o := x.S, out.S
 	C := s.C
 	Hp, Wp := s.H+2*pad, s.W+2*pad
 	threads := e.threads()
 	xp := padded(x, pad, threads)
+	taps := make([]int, 0, c.kh*c.kw)
+	for ky := 0; ky < c.kh; ky++ {
+		for kx := 0; kx < c.kw; kx++ {
+			taps = append(taps, (ky*Wp+kx)*C)
+		}
+	}
 	// Output rows in padded numbering; the last valid one is
 	// (B-1, H-1, W-1) and the largest tap offset is (kh-1)*Wp + kw-1.
 	R := (s.B-1)*Hp*Wp + (o.H-1)*Wp + o.W
 	yb := make([]float32, R*o.C)
-	for t, w := range c.taps {
-		ky, kx := t/c.kw, t%c.kw
-		off := (ky*Wp + kx) * C
-		if t == 0 {
-			kern.Gemm(yb, o.C, xp[off:], C, R, w, c.bias, false, threads)
-		} else {
-			kern.Gemm(yb, o.C, xp[off:], C, R, w, nil, true, threads)
-		}
-	}
+	kern.GemmTaps(yb, o.C, xp, C, R, taps, C, c.im2colWeight().p, c.bias, false, threads)
 	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, y := r/o.H, r%o.H
 			copy(out.D[r*o.W*o.C:(r+1)*o.W*o.C], yb[((b*Hp+y)*Wp)*o.C:])
+		}
+	})
+}
+
+// tapChannelsMax bounds out*kh*kw for tapChannelsConv: one packed panel.
+const tapChannelsMax = 32
+
+// tapChannelsConv is a stride-1 kxk convolution with few output channels
+// (the decoder's last 3x3 convolution to RGB): a GEMM whose output columns
+// are every (tap, channel) pair, (kh*kw*out) wide, over the padded input,
+// then each output sums its taps' columns at the shifted positions. The
+// GEMM fills one 32-wide panel instead of using out/32 of it per tap.
+func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
+	c.tapChOnce.Do(func() {
+		T, K := c.kh*c.kw, c.kh*c.kw*c.in
+		w := make([]float32, T*c.out*c.in)
+		for t := 0; t < T; t++ {
+			for o := 0; o < c.out; o++ {
+				copy(w[(t*c.out+o)*c.in:(t*c.out+o+1)*c.in], c.raw[o*K+t*c.in:])
+			}
+		}
+		// Padded with zero rows to a whole panel, so every GEMM tile is
+		// a full one.
+		c.tapCh = kern.Pack(append(w, make([]float32, (tapChannelsMax-T*c.out)*c.in)...), tapChannelsMax, c.in)
+	})
+	s, o := x.S, out.S
+	Hp, Wp := s.H+2*pad, s.W+2*pad
+	threads := e.threads()
+	xp := padded(x, pad, threads)
+	TO := tapChannelsMax // GEMM row stride; columns past kh*kw*out are zero
+	R := s.B * Hp * Wp
+	yb := make([]float32, R*TO)
+	kern.Gemm(yb, TO, xp, s.C, R, c.tapCh, nil, false, threads)
+	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
+		for r := lo; r < hi; r++ {
+			b, y := r/o.H, r%o.H
+			for xo := 0; xo < o.W; xo++ {
+				dst := out.D[(r*o.W+xo)*o.C : (r*o.W+xo+1)*o.C]
+				if c.bias != nil {
+					copy(dst, c.bias)
+				}
+				for ky := 0; ky < c.kh; ky++ {
+					for kx := 0; kx < c.kw; kx++ {
+						t := ky*c.kw + kx
+						src := yb[((b*Hp+y+ky)*Wp+xo+kx)*TO+t*o.C:]
+						for i := range dst {
+							dst[i] += src[i]
+						}
+					}
+				}
+			}
 		}
 	})
 }
@@ -184,9 +228,9 @@ func padded(x *Tensor, pad, threads int) []float32 {
 // which are input rows a-1, a, a (py = 0) or a, a, a+1 (py = 1): so phase
 // (py, px) is a 2x2 convolution over input rows a+py-1, a+py and columns
 // b+px-1, b+px, whose taps are sums of the 3x3 taps (zero padding maps to
-// zero padding). Each of its 4 taps is one GEMM over the padded input, as
-// in implicitConv: 16 GEMMs at the input resolution instead of 9 at twice
-// it (4/9 of the multiply-adds). Narrow inputs fall back to upsample +
+// zero padding). Each phase is one implicit GEMM (kern.GemmTaps) of its 4
+// taps over the padded input, as in implicitConv: 4 GEMMs at the input
+// resolution instead of one at twice it (4/9 of the multiply-adds). Narrow inputs fall back to upsample +
 // convolution.
 func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	xt, c := tens(x), weightAs[*conv](w, "UpConv3x3")
@@ -204,24 +248,25 @@ func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 		rowsOf := [2][2][]int{{{0}, {1, 2}}, {{0, 1}, {2}}}
 		for py := 0; py < 2; py++ {
 			for px := 0; px < 2; px++ {
+				// (out, 4*in), taps (dy, dx) outer as GemmTaps reads them.
+				m := make([]float32, c.out*4*c.in)
 				for dy := 0; dy < 2; dy++ {
 					for dx := 0; dx < 2; dx++ {
-						m := make([]float32, c.out*c.in)
 						for _, ky := range rowsOf[py][dy] {
 							for _, kx := range rowsOf[px][dx] {
 								t := ky*3 + kx
 								for o := 0; o < c.out; o++ {
 									src := c.raw[o*K+t*c.in : o*K+(t+1)*c.in]
-									dst := m[o*c.in : (o+1)*c.in]
+									dst := m[o*4*c.in+(dy*2+dx)*c.in:][:c.in]
 									for i, v := range src {
 										dst[i] += v
 									}
 								}
 							}
 						}
-						c.phases[py*2+px][dy*2+dx] = kern.Pack(m, c.out, c.in)
 					}
 				}
+				c.phases[py*2+px] = kern.Pack(m, c.out, 4*c.in)
 			}
 		}
 	})
@@ -237,15 +282,8 @@ func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	yb := make([]float32, R*Co)
 	for py := 0; py < 2; py++ {
 		for px := 0; px < 2; px++ {
-			for t, wt := range c.phases[py*2+px] {
-				dy, dx := t/2, t%2
-				off := ((py+dy)*Wp + px + dx) * C
-				if t == 0 {
-					kern.Gemm(yb, Co, xp[off:], C, R, wt, c.bias, false, threads)
-				} else {
-					kern.Gemm(yb, Co, xp[off:], C, R, wt, nil, true, threads)
-				}
-			}
+			taps := []int{(py*Wp + px) * C, (py*Wp + px + 1) * C, ((py+1)*Wp + px) * C, ((py+1)*Wp + px + 1) * C}
+			kern.GemmTaps(yb, Co, xp, C, R, taps, C, c.phases[py*2+px], c.bias, false, threads)
 			kern.ParallelFor(s.B*s.H, 8, threads, func(_, lo, hi int) {
 				for r := lo; r < hi; r++ {
 					b, a := r/s.H, r%s.H

@@ -88,17 +88,18 @@ type conv struct {
 	denseOnce               sync.Once
 	dw                      []float32 // depthwise: (kh*kw, C), channels inner
 	bias                    []float32
-	// taps are the dense weight split per kernel tap, (out, in) each, for
-	// the implicit-GEMM path of stride-1 convolutions; built on first use.
-	tapsOnce sync.Once
-	taps     []*kern.Packed
-	raw      []float32 // the (out, kh*kw*in) matrix (taps outer)
-	spatial  bool      // dense with a kernel larger than 1x1
+	raw                     []float32 // the (out, kh*kw*in) matrix (taps outer)
+	spatial                 bool      // dense with a kernel larger than 1x1
+	// tapCh is the (kh*kw*out, in) weight of tapChannelsConv, row
+	// t*out+o = tap t of output o; built on first use.
+	tapChOnce sync.Once
+	tapCh     *kern.Packed
 	// phases are the sub-pixel weights of UpConv3x3: for output phase
-	// (py, px), the 2x2 taps (dy, dx) over the low-resolution input, each
-	// the sum of the 3x3 taps that land on the same input pixel.
+	// (py, px), (out, 4*in) over the 2x2 taps (dy, dx) of the
+	// low-resolution input, each the sum of the 3x3 taps that land on the
+	// same input pixel.
 	phasesOnce sync.Once
-	phases     [4][4]*kern.Packed
+	phases     [4]*kern.Packed
 }
 
 // Linear packs w (out, in) for the GEMM.

@@ -117,10 +117,51 @@ var genericKernel = microKernel{mr: 4, nr: 16, kc: 256, run: kernelGeneric}
 // (the old value and the bias are added after the first block), so the
 // result is deterministic and does not depend on threads.
 func Gemm(dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
-	gemm(kernels[level], dst, ldd, a, lda, R, w, bias, accumulate, threads)
+	gemm(kernels[level], dst, ldd, operand{a: a, lda: lda}, R, w, bias, accumulate, threads)
 }
 
-func gemm(mk microKernel, dst []float32, ldd int, a []float32, lda int, R int, w *Packed, bias []float32, accumulate bool, threads int) {
+// GemmTaps is Gemm with an implicit A gathered from taps of a: for r in
+// [0, R), tap t in [0, len(taps)) and c in [0, C),
+//
+//	A[r, t*C + c] = a[r*lda + taps[t] + c]
+//
+// and w.In == len(taps)*C. A stride-1 kxk convolution over a zero-padded
+// NHWC map is one GemmTaps (taps the element offsets of the kernel's
+// positions, lda = C), with no im2col matrix in memory: the taps are read
+// straight into the packed A block. The result equals Gemm on the
+// materialized A bit for bit (the same k order and blocking).
+func GemmTaps(dst []float32, ldd int, a []float32, lda int, R int, taps []int, C int, w *Packed, bias []float32, accumulate bool, threads int) {
+	if len(taps)*C != w.In {
+		panic("kern.GemmTaps: len(taps)*C != w.In")
+	}
+	gemm(kernels[level], dst, ldd, operand{a: a, lda: lda, taps: taps, c: C}, R, w, bias, accumulate, threads)
+}
+
+// operand is a GEMM's A: rows lda apart, and either contiguous (taps nil:
+// A[r, k] = a[r*lda + k]) or gathered from taps of C values each.
+type operand struct {
+	a    []float32
+	lda  int
+	taps []int
+	c    int
+}
+
+// last is the largest index of a that rows [0, R) of width I read.
+func (op operand) last(R, I int) int {
+	if op.taps == nil {
+		return (R-1)*op.lda + I - 1
+	}
+	m := 0
+	for _, t := range op.taps {
+		if t < 0 {
+			panic("kern.GemmTaps: negative tap offset")
+		}
+		m = max(m, t)
+	}
+	return (R-1)*op.lda + m + op.c - 1
+}
+
+func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, bias []float32, accumulate bool, threads int) {
 	I, O := w.In, w.Out
 	if R <= 0 || O <= 0 {
 		return
@@ -145,80 +186,126 @@ func gemm(mk microKernel, dst []float32, ldd int, a []float32, lda int, R int, w
 		}
 		return
 	}
-	_ = a[(R-1)*lda+I-1]
-	kc := mk.kc
+	_ = op.a[op.last(R, I)]
 	// Row blocks of at most mcMax rows (the packed A block stays in L2 and
 	// every W panel slice brought into L1 serves all its row tiles),
-	// rounded to the tile. Per block and k-block: pack A once, then split
-	// the panels across the threads.
+	// rounded to the tile.
 	blocks := (R + mcMax - 1) / mcMax
 	mc := ((R+blocks-1)/blocks + mk.mr - 1) / mk.mr * mk.mr
 	panels := (O + panelWidth - 1) / panelWidth
-	sp := packPool.Get().(*[]float32)
-	defer packPool.Put(sp)
+	g := gemmCall{mk: mk, dst: dst, ldd: ldd, op: op, w: w, bias: bias, accumulate: accumulate}
 	workers := max(threads, 1)
-	if need := mc*kcMax + workers*tileMax; cap(*sp) < need {
-		*sp = make([]float32, need)
+	if workers > 1 && blocks >= 2*workers && panels < 8*workers {
+		// Many row blocks and few panels (convolutions: a large map, a
+		// narrow weight): the threads take whole row blocks, each with its
+		// own packed A, and never wait for each other.
+		ParallelFor(blocks, 1, workers, func(_, lo, hi int) {
+			sp := g.scratch(mc, 1)
+			defer packPool.Put(sp)
+			ap, tmp := (*sp)[:mc*kcMax], (*sp)[mc*kcMax:mc*kcMax+tileMax]
+			for b := lo; b < hi; b++ {
+				r0 := b * mc
+				r1 := min(r0+mc, R)
+				for k0 := 0; k0 < I; k0 += mk.kc {
+					kb := min(mk.kc, I-k0)
+					packA(ap, op, r0, r1, 0, r1-r0, k0, kb, mk.mr)
+					g.panels(ap, tmp, r0, r1, k0, kb, 0, panels)
+				}
+			}
+		})
+		return
 	}
+	// Otherwise per block and k-block: pack A once (split over the
+	// threads), then split the panels across the threads.
+	sp := g.scratch(mc, workers)
+	defer packPool.Put(sp)
 	ap, tmps := (*sp)[:mc*kcMax], (*sp)[mc*kcMax:mc*kcMax+workers*tileMax]
 	tiles := (mc + mk.mr - 1) / mk.mr
 	for r0 := 0; r0 < R; r0 += mc {
 		r1 := min(r0+mc, R)
-		for k0 := 0; k0 < I; k0 += kc {
-			kb := min(kc, I-k0)
+		for k0 := 0; k0 < I; k0 += mk.kc {
+			kb := min(mk.kc, I-k0)
 			pth := threads
 			if (r1-r0)*kb < 1<<15 { // small: not worth waking workers
 				pth = 1
 			}
 			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(pth, 1)), pth, func(_, lo, hi int) {
-				packA(ap, a, lda, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
+				packA(ap, op, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
 			})
-			first := k0 == 0
-			grain := max(1, panels/(4*max(threads, 1)))
+			grain := max(1, panels/(4*workers))
 			ParallelFor(panels, grain, threads, func(wk, p0, p1 int) {
-				tmp := tmps[wk*tileMax : (wk+1)*tileMax] // edge tiles
-				for p := p0; p < p1; p++ {
-					for j0 := 0; j0 < panelWidth && p*panelWidth+j0 < O; j0 += mk.nr {
-						c0 := p*panelWidth + j0
-						nc := min(mk.nr, O-c0)
-						bp := w.panels[p*panelWidth*I+k0*panelWidth+j0:]
-						var bs []float32
-						if first && bias != nil && nc == mk.nr {
-							bs = bias[c0 : c0+nc]
+				g.panels(ap, tmps[wk*tileMax:(wk+1)*tileMax], r0, r1, k0, kb, p0, p1)
+			})
+		}
+	}
+}
+
+// gemmCall is one Gemm's operands, shared by its workers.
+type gemmCall struct {
+	mk         microKernel
+	dst        []float32
+	ldd        int
+	op         operand
+	w          *Packed
+	bias       []float32
+	accumulate bool
+}
+
+// scratch returns a pooled buffer for a packed A block of mc rows and
+// workers edge tiles.
+func (g *gemmCall) scratch(mc, workers int) *[]float32 {
+	sp := packPool.Get().(*[]float32)
+	if need := mc*kcMax + workers*tileMax; cap(*sp) < need {
+		*sp = make([]float32, need)
+	}
+	return sp
+}
+
+// panels runs panels [p0, p1) of W over rows [r0, r1) and k-block
+// [k0, k0+kb), with A packed in ap; tmp holds an edge tile.
+func (g *gemmCall) panels(ap, tmp []float32, r0, r1, k0, kb, p0, p1 int) {
+	mk, w, dst, ldd, bias := g.mk, g.w, g.dst, g.ldd, g.bias
+	I, O := w.In, w.Out
+	first := k0 == 0
+	for p := p0; p < p1; p++ {
+		for j0 := 0; j0 < panelWidth && p*panelWidth+j0 < O; j0 += mk.nr {
+			c0 := p*panelWidth + j0
+			nc := min(mk.nr, O-c0)
+			bp := w.panels[p*panelWidth*I+k0*panelWidth+j0:]
+			var bs []float32
+			if first && bias != nil && nc == mk.nr {
+				bs = bias[c0 : c0+nc]
+			}
+			var pf []float32 // the next panel's slice, while this one runs
+			if j0 == 0 && p+1 < p1 {
+				pf = w.panels[(p+1)*panelWidth*I+k0*panelWidth : (p+1)*panelWidth*I+(k0+kb)*panelWidth]
+			}
+			full := (r1 - r0) / mk.mr
+			if full > 0 && nc == mk.nr {
+				mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || g.accumulate, full, pf)
+			} else {
+				full = 0
+			}
+			for i0 := r0 + full*mk.mr; i0 < r1; i0 += mk.mr {
+				at := ap[(i0-r0)*kb:]
+				nrow := min(mk.mr, r1-i0)
+				t := tmp[:mk.mr*mk.nr]
+				mk.run(kb, at, bp, t, mk.nr, nil, false, 1, nil)
+				for i := 0; i < nrow; i++ {
+					row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
+					tr := t[i*mk.nr:]
+					for j := range row {
+						v := tr[j]
+						if first && bias != nil {
+							v += bias[c0+j]
 						}
-						var pf []float32 // the next panel's slice, while this one runs
-						if j0 == 0 && p+1 < p1 {
-							pf = w.panels[(p+1)*panelWidth*I+k0*panelWidth : (p+1)*panelWidth*I+(k0+kb)*panelWidth]
+						if !first || g.accumulate {
+							v += row[j]
 						}
-						full := (r1 - r0) / mk.mr
-						if full > 0 && nc == mk.nr {
-							mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || accumulate, full, pf)
-						} else {
-							full = 0
-						}
-						for i0 := r0 + full*mk.mr; i0 < r1; i0 += mk.mr {
-							at := ap[(i0-r0)*kb:]
-							nrow := min(mk.mr, r1-i0)
-							t := tmp[:mk.mr*mk.nr]
-							mk.run(kb, at, bp, t, mk.nr, nil, false, 1, nil)
-							for i := 0; i < nrow; i++ {
-								row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
-								tr := t[i*mk.nr:]
-								for j := range row {
-									v := tr[j]
-									if first && bias != nil {
-										v += bias[c0+j]
-									}
-									if !first || accumulate {
-										v += row[j]
-									}
-									row[j] = v
-								}
-							}
-						}
+						row[j] = v
 					}
 				}
-			})
+			}
 		}
 	}
 }
@@ -226,9 +313,9 @@ func gemm(mk microKernel, dst []float32, ldd int, a []float32, lda int, R int, w
 var packPool = sync.Pool{New: func() any { return new([]float32) }}
 
 // packA writes rows [r0+i0, r0+i1) (i0 a multiple of mr) and k in
-// [k0, k0+kb) of a into dst as micro-panels of mr rows: micro-panel t
+// [k0, k0+kb) of op into dst as micro-panels of mr rows: micro-panel t
 // holds A[r0+t*mr+i, k0+k] at t*mr*kb + k*mr + i, zero past r1.
-func packA(dst, a []float32, lda, r0, r1, i0, i1, k0, kb, mr int) {
+func packA(dst []float32, op operand, r0, r1, i0, i1, k0, kb, mr int) {
 	for t0 := r0 + i0; t0 < r0+i1; t0 += mr {
 		mp := dst[(t0-r0)*kb : (t0-r0+mr)*kb]
 		n := min(mr, r1-t0)
@@ -236,12 +323,27 @@ func packA(dst, a []float32, lda, r0, r1, i0, i1, k0, kb, mr int) {
 			clear(mp)
 		}
 		for i := 0; i < n; i++ {
-			src := a[(t0+i)*lda+k0 : (t0+i)*lda+k0+kb]
-			d := mp[i:]
-			for k, v := range src {
-				d[k*mr] = v
+			row := (t0 + i) * op.lda
+			if op.taps == nil {
+				packRow(mp[i:], op.a[row+k0:row+k0+kb], mr)
+				continue
+			}
+			// The k range crosses taps: one contiguous piece per tap.
+			for k := k0; k < k0+kb; {
+				t, c := k/op.c, k%op.c
+				n := min(op.c-c, k0+kb-k)
+				src := row + op.taps[t] + c
+				packRow(mp[(k-k0)*mr+i:], op.a[src:src+n], mr)
+				k += n
 			}
 		}
+	}
+}
+
+// packRow writes src[k] to d[k*mr].
+func packRow(d, src []float32, mr int) {
+	for k, v := range src {
+		d[k*mr] = v
 	}
 }
 

@@ -79,7 +79,8 @@ func TestGemmMatchesFloat64(t *testing.T) {
 		// (32, 16), k below, at and across the kc block and the 4-step unroll,
 		// several row blocks and panel groups.
 		for _, sz := range [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {64, 100, 48}, {12, 256, 32},
-			{24, 257, 64}, {13, 3, 33}, {130, 515, 97}, {257, 70, 160}, {6, 4, 16}, {5, 0, 9}} {
+			{24, 257, 64}, {13, 3, 33}, {130, 515, 97}, {257, 70, 160}, {6, 4, 16}, {5, 0, 9},
+			{1700, 300, 45}} { // many row blocks, few panels: threads take row blocks
 			for _, bias := range []bool{false, true} {
 				for _, acc := range []bool{false, true} {
 					for _, th := range []int{1, 3} {
@@ -95,17 +96,20 @@ func TestGemmMatchesFloat64(t *testing.T) {
 func TestGemmDeterministicAcrossThreads(t *testing.T) {
 	forEachLevel(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
-		R, I, O := 200, 600, 150
-		a, w, bias := randNormals(rng, R*I), randNormals(rng, O*I), randNormals(rng, O)
-		p := Pack(w, O, I)
-		ref := make([]float32, R*O)
-		Gemm(ref, O, a, I, R, p, bias, false, 1)
-		for _, th := range []int{2, 4, 7} {
-			got := make([]float32, R*O)
-			Gemm(got, O, a, I, R, p, bias, false, th)
-			for i := range got {
-				if got[i] != ref[i] {
-					t.Fatalf("threads=%d: dst[%d] = %v, single thread %v", th, i, got[i], ref[i])
+		// The second shape splits the threads over row blocks.
+		for _, sz := range [][3]int{{200, 600, 150}, {2900, 300, 70}} {
+			R, I, O := sz[0], sz[1], sz[2]
+			a, w, bias := randNormals(rng, R*I), randNormals(rng, O*I), randNormals(rng, O)
+			p := Pack(w, O, I)
+			ref := make([]float32, R*O)
+			Gemm(ref, O, a, I, R, p, bias, false, 1)
+			for _, th := range []int{2, 4, 7} {
+				got := make([]float32, R*O)
+				Gemm(got, O, a, I, R, p, bias, false, th)
+				for i := range got {
+					if got[i] != ref[i] {
+						t.Fatalf("%v threads=%d: dst[%d] = %v, single thread %v", sz, th, i, got[i], ref[i])
+					}
 				}
 			}
 		}
@@ -242,4 +246,42 @@ func BenchmarkGemm(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestGemmTapsMatchesGemm: GemmTaps over a padded map equals Gemm on the
+// materialized im2col matrix bit for bit, on every level, with taps whose
+// width does not divide the k-block (so packed blocks cross taps), taps out
+// of order, and odd row counts, accumulation and bias.
+func TestGemmTapsMatchesGemm(t *testing.T) {
+	forEachLevel(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(7, 8))
+		for _, tc := range []struct{ R, C, O, lda int }{
+			{1, 3, 5, 3}, {37, 100, 33, 100}, {300, 160, 27, 171}, {61, 256, 64, 256}, {530, 40, 70, 40}, {2000, 24, 20, 24},
+		} {
+			taps := []int{0, 5 * tc.lda, 1, 2*tc.lda + 3, 7, tc.lda, 2 * tc.lda, 4, 3 * tc.lda}
+			I := len(taps) * tc.C
+			a := randNormals(rng, tc.R*tc.lda+3*tc.lda+5*tc.lda+tc.C+8)
+			col := make([]float32, tc.R*I)
+			for r := 0; r < tc.R; r++ {
+				for ti, off := range taps {
+					copy(col[r*I+ti*tc.C:r*I+(ti+1)*tc.C], a[r*tc.lda+off:])
+				}
+			}
+			p := Pack(randNormals(rng, tc.O*I), tc.O, I)
+			bias := randNormals(rng, tc.O)
+			for _, acc := range []bool{false, true} {
+				for _, th := range []int{1, 3} {
+					want := randNormals(rand.New(rand.NewPCG(1, 1)), tc.R*tc.O)
+					got := append([]float32(nil), want...)
+					Gemm(want, tc.O, col, I, tc.R, p, bias, acc, th)
+					GemmTaps(got, tc.O, a, tc.lda, tc.R, taps, tc.C, p, bias, acc, th)
+					for i := range want {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%+v acc=%v threads=%d: value %d = %g, im2col GEMM %g", tc, acc, th, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	})
 }

@@ -71,7 +71,7 @@ func selfCheck(l Level) bool {
 	for i := range dst {
 		dst[i] = float32(i % 4)
 	}
-	gemm(kernels[l], dst, O, a, I, R, Pack(w, O, I), bias, true, 1)
+	gemm(kernels[l], dst, O, operand{a: a, lda: I}, R, Pack(w, O, I), bias, true, 1)
 	for r := 0; r < R; r++ {
 		for o := 0; o < O; o++ {
 			want := float32((r*O+o)%4) + bias[o]

@@ -86,6 +86,8 @@ func testConv2d(t *testing.T, e engine.Engine) {
 		{12, 12, 3, 12, 2, 1, 7, 8}, // depthwise strided
 		{12, 12, 3, 12, 1, 1, 5, 3}, // depthwise
 		{5, 9, 3, 1, 2, 1, 8, 8},    // StridedConv
+		{20, 3, 3, 1, 1, 1, 6, 5},   // to RGB: few outputs (the CPU engine's tap-channels GEMM)
+		{40, 20, 3, 1, 1, 1, 9, 11}, // 9 taps x 40 channels: packed k-blocks cross taps
 	} {
 		s := engine.Shape{B: 2, H: tc.h, W: tc.w, C: tc.in}
 		x := randSlice(rng, s.Elems())
