@@ -316,34 +316,60 @@ var packPool = sync.Pool{New: func() any { return new([]float32) }}
 // [k0, k0+kb) of op into dst as micro-panels of mr rows: micro-panel t
 // holds A[r0+t*mr+i, k0+k] at t*mr*kb + k*mr + i, zero past r1.
 func packA(dst []float32, op operand, r0, r1, i0, i1, k0, kb, mr int) {
+	// The k range as contiguous pieces of a row: one, or one per tap it
+	// crosses (the same for every row).
+	var segBuf [16]aSeg
+	segs := segBuf[:0]
+	if op.taps == nil {
+		segs = append(segs, aSeg{0, k0, kb})
+	} else {
+		for k := k0; k < k0+kb; {
+			t, c := k/op.c, k%op.c
+			n := min(op.c-c, k0+kb-k)
+			segs = append(segs, aSeg{k - k0, op.taps[t] + c, n})
+			k += n
+		}
+	}
+	var srcBuf [16][]float32
 	for t0 := r0 + i0; t0 < r0+i1; t0 += mr {
 		mp := dst[(t0-r0)*kb : (t0-r0+mr)*kb]
 		n := min(mr, r1-t0)
 		if n < mr {
 			clear(mp)
 		}
-		for i := 0; i < n; i++ {
-			row := (t0 + i) * op.lda
-			if op.taps == nil {
-				packRow(mp[i:], op.a[row+k0:row+k0+kb], mr)
+		for _, sg := range segs {
+			src := srcBuf[:n]
+			for i := range src {
+				o := (t0+i)*op.lda + sg.off
+				src[i] = op.a[o : o+sg.n]
+			}
+			d := mp[sg.k*mr : (sg.k+sg.n)*mr]
+			if n == 6 && mr == 6 {
+				pack6(d, src[0], src[1], src[2], src[3], src[4], src[5])
 				continue
 			}
-			// The k range crosses taps: one contiguous piece per tap.
-			for k := k0; k < k0+kb; {
-				t, c := k/op.c, k%op.c
-				n := min(op.c-c, k0+kb-k)
-				src := row + op.taps[t] + c
-				packRow(mp[(k-k0)*mr+i:], op.a[src:src+n], mr)
-				k += n
+			for i, sr := range src {
+				for k, v := range sr {
+					d[k*mr+i] = v
+				}
 			}
 		}
 	}
 }
 
-// packRow writes src[k] to d[k*mr].
-func packRow(d, src []float32, mr int) {
-	for k, v := range src {
-		d[k*mr] = v
+// aSeg is a piece of a packed k-block: k-block columns [k, k+n) come from
+// row offsets [off, off+n).
+type aSeg struct{ k, off, n int }
+
+// pack6 interleaves six rows into a 6-row micro-panel, d[k*6+i] = si[k],
+// writing d in order.
+func pack6(d, s0, s1, s2, s3, s4, s5 []float32) {
+	n := len(s0)
+	d = d[:6*n]
+	s1, s2, s3, s4, s5 = s1[:n], s2[:n], s3[:n], s4[:n], s5[:n]
+	for k := range n {
+		e := d[6*k : 6*k+6 : 6*k+6]
+		e[0], e[1], e[2], e[3], e[4], e[5] = s0[k], s1[k], s2[k], s3[k], s4[k], s5[k]
 	}
 }
 
