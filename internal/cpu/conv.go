@@ -87,10 +87,27 @@ func im2colRow(dst []float32, x *Tensor, r int, o engine.Shape, kh, kw, stride, 
 }
 
 // depthwise is a direct kxk depthwise convolution (groups == C), channels
-// innermost so the inner loop streams contiguous memory.
+// innermost so the inner loop streams contiguous memory. 3x3 kernels run
+// on kern.Depthwise3x3Row over a zero-padded copy of the input, one output
+// row at a time.
 func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 	s, o := x.S, out.S
 	C := s.C
+	if c.kh == 3 && c.kw == 3 {
+		xp := padded(x, pad, e.threads())
+		Hp, Wp := s.H+2*pad, s.W+2*pad
+		kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
+			for r := lo; r < hi; r++ {
+				b, oy := r/o.H, r%o.H
+				row := func(ky int) []float32 {
+					i := (b*Hp + oy*stride + ky) * Wp * C
+					return xp[i : i+Wp*C]
+				}
+				kern.Depthwise3x3Row(out.D[r*o.W*C:(r+1)*o.W*C], row(0), row(1), row(2), c.dw, c.bias, C, o.W, stride)
+			}
+		})
+		return
+	}
 	kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, oy := r/o.H, r%o.H
