@@ -107,3 +107,18 @@ func BenchmarkConv3x3(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDepthwise is the decoder's widest depthwise convolution
+// (128x128x640, 3x3, stride 1).
+func BenchmarkDepthwise(b *testing.B) {
+	e := New(0)
+	rng := rand.New(rand.NewPCG(1, 2))
+	s := engine.Shape{B: 1, H: 128, W: 128, C: 640}
+	x := e.FromHost(randSlice(rng, s.Elems()), s)
+	w := e.Conv(randSlice(rng, 640*9), randSlice(rng, 640), 640, 640, 3, 3, 640)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		e.Conv2d(x, w, 1, 1)
+	}
+	b.ReportMetric(float64(2*9*s.Elems())*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
