@@ -24,7 +24,7 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 	if o.H <= 0 || o.W <= 0 {
 		panic(fmt.Sprintf("cpu engine: Conv2d: %dx%d input too small for a %dx%d kernel", s.H, s.W, c.kh, c.kw))
 	}
-	out := newTensor(o)
+	out := e.tensor(o) // every path below writes every value
 	if c.dw != nil {
 		e.depthwise(out, xt, c, stride, pad)
 		return out
@@ -46,9 +46,14 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 	threads := e.threads()
 	dense := c.im2colWeight()
 	scratch := make([][]float32, threads)
+	defer func() {
+		for _, b := range scratch {
+			e.recycle(b)
+		}
+	}()
 	kern.ParallelFor((rows+im2colRows-1)/im2colRows, 1, threads, func(wk, lo, hi int) {
 		if scratch[wk] == nil {
-			scratch[wk] = make([]float32, im2colRows*K)
+			scratch[wk] = e.buf(im2colRows * K)
 		}
 		col := scratch[wk]
 		for blk := lo; blk < hi; blk++ {
@@ -94,7 +99,7 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 	s, o := x.S, out.S
 	C := s.C
 	if c.kh == 3 && c.kw == 3 {
-		xp := padded(x, pad, e.threads())
+		xp := e.padded(x, pad, e.threads())
 		Hp, Wp := s.H+2*pad, s.W+2*pad
 		kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
 			for r := lo; r < hi; r++ {
@@ -106,6 +111,7 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 				kern.Depthwise3x3Row(out.D[r*o.W*C:(r+1)*o.W*C], row(0), row(1), row(2), c.dw, c.bias, C, o.W, stride)
 			}
 		})
+		e.recycle(xp)
 		return
 	}
 	kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
@@ -115,6 +121,8 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 				dst := out.D[(r*o.W+ox)*C : (r*o.W+ox+1)*C]
 				if c.bias != nil {
 					copy(dst, c.bias)
+				} else {
+					clear(dst)
 				}
 				for ky := 0; ky < c.kh; ky++ {
 					iy := oy*stride - pad + ky
@@ -154,7 +162,7 @@ func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
 	C := s.C
 	Hp, Wp := s.H+2*pad, s.W+2*pad
 	threads := e.threads()
-	xp := padded(x, pad, threads)
+	xp := e.padded(x, pad, threads)
 	taps := make([]int, 0, c.kh*c.kw)
 	for ky := 0; ky < c.kh; ky++ {
 		for kx := 0; kx < c.kw; kx++ {
@@ -164,7 +172,7 @@ func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
 	// Output rows in padded numbering; the last valid one is
 	// (B-1, H-1, W-1) and the largest tap offset is (kh-1)*Wp + kw-1.
 	R := (s.B-1)*Hp*Wp + (o.H-1)*Wp + o.W
-	yb := make([]float32, R*o.C)
+	yb := e.buf(R * o.C)
 	kern.GemmTaps(yb, o.C, xp, C, R, taps, C, c.im2colWeight().p, c.bias, false, threads)
 	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -172,6 +180,8 @@ func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
 			copy(out.D[r*o.W*o.C:(r+1)*o.W*o.C], yb[((b*Hp+y)*Wp)*o.C:])
 		}
 	})
+	e.recycle(xp)
+	e.recycle(yb)
 }
 
 // tapChannelsMax bounds out*kh*kw for tapChannelsConv: one packed panel.
@@ -198,10 +208,10 @@ func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
 	s, o := x.S, out.S
 	Hp, Wp := s.H+2*pad, s.W+2*pad
 	threads := e.threads()
-	xp := padded(x, pad, threads)
+	xp := e.padded(x, pad, threads)
 	TO := tapChannelsMax // GEMM row stride; columns past kh*kw*out are zero
 	R := s.B * Hp * Wp
-	yb := make([]float32, R*TO)
+	yb := e.buf(R * TO)
 	kern.Gemm(yb, TO, xp, s.C, R, c.tapCh, nil, false, threads)
 	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -210,6 +220,8 @@ func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
 				dst := out.D[(r*o.W+xo)*o.C : (r*o.W+xo+1)*o.C]
 				if c.bias != nil {
 					copy(dst, c.bias)
+				} else {
+					clear(dst)
 				}
 				for ky := 0; ky < c.kh; ky++ {
 					for kx := 0; kx < c.kw; kx++ {
@@ -223,14 +235,17 @@ func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
 			}
 		}
 	})
+	e.recycle(xp)
+	e.recycle(yb)
 }
 
-// padded returns x zero-padded by pad on every side, (B, H+2p, W+2p, C).
-func padded(x *Tensor, pad, threads int) []float32 {
+// padded returns x zero-padded by pad on every side, (B, H+2p, W+2p, C),
+// in a pooled buffer the caller recycles.
+func (e *Engine) padded(x *Tensor, pad, threads int) []float32 {
 	s := x.S
 	C := s.C
 	Hp, Wp := s.H+2*pad, s.W+2*pad
-	xp := make([]float32, s.B*Hp*Wp*C)
+	xp := e.zbuf(s.B * Hp * Wp * C)
 	kern.ParallelFor(s.B*s.H, 8, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, y := r/s.H, r%s.H
@@ -290,13 +305,13 @@ func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	threads := e.threads()
 	C, Co := s.C, c.out
 	Hp, Wp := s.H+2, s.W+2
-	xp := padded(xt, 1, threads)
+	xp := e.padded(xt, 1, threads)
 	o := engine.Shape{B: s.B, H: 2 * s.H, W: 2 * s.W, C: Co}
-	out := newTensor(o)
+	out := e.tensor(o) // the four phases write every value
 	// Output (b, a, col) of a phase is row q = (b*Hp + a)*Wp + col; its tap
 	// (dy, dx) reads padded input row q + (py+dy)*Wp + px+dx.
 	R := (s.B-1)*Hp*Wp + (s.H-1)*Wp + s.W
-	yb := make([]float32, R*Co)
+	yb := e.buf(R * Co)
 	for py := 0; py < 2; py++ {
 		for px := 0; px < 2; px++ {
 			taps := []int{(py*Wp + px) * C, (py*Wp + px + 1) * C, ((py+1)*Wp + px) * C, ((py+1)*Wp + px + 1) * C}
@@ -313,6 +328,8 @@ func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 			})
 		}
 	}
+	e.recycle(xp)
+	e.recycle(yb)
 	return out
 }
 

@@ -19,6 +19,8 @@ import (
 type Engine struct {
 	// Threads bounds the parallelism of every op (<= 0: GOMAXPROCS).
 	Threads int
+
+	bufs bufPool // released activations and op scratch, for reuse
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -60,7 +62,9 @@ func (e *Engine) FromHost(x []float32, s engine.Shape) engine.Tensor {
 	if len(x) != s.Elems() {
 		panic(fmt.Sprintf("cpu engine: FromHost: %d values for shape %+v", len(x), s))
 	}
-	return &Tensor{S: s, D: append([]float32(nil), x...)}
+	t := e.tensor(s)
+	copy(t.D, x)
+	return t
 }
 
 // ToHost copies t out.
@@ -183,7 +187,7 @@ func (e *Engine) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) eng
 			panic(fmt.Sprintf("cpu engine: MatMul: accumulator %+v, result %+v", dst.S, s))
 		}
 	} else {
-		dst = newTensor(s)
+		dst = e.tensor(s)
 	}
 	kern.Gemm(dst.D, s.C, xt.D, xt.S.C, s.Rows(), l.p, l.bias, acc != nil, e.threads())
 	return dst
@@ -261,7 +265,7 @@ func (e *Engine) Upsample2x(x engine.Tensor) engine.Tensor {
 	xt := tens(x)
 	s := xt.S
 	o := engine.Shape{B: s.B, H: 2 * s.H, W: 2 * s.W, C: s.C}
-	out := newTensor(o)
+	out := e.tensor(o)
 	C := s.C
 	kern.ParallelFor(o.B*o.H, 8, e.threads(), func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {

@@ -45,6 +45,12 @@ type Engine interface {
 	ToHost(t Tensor) []float32
 	// Reshape views t with a new shape of the same element count.
 	Reshape(t Tensor, s Shape) Tensor
+	// Release says t, and every Reshape view of it, will not be used again,
+	// so the engine may back a later tensor with its memory. Models
+	// release the intermediates they create; releasing is optional (the
+	// garbage collector reclaims the rest), using a released tensor is a
+	// bug.
+	Release(t Tensor)
 
 	// Linear uploads a linear layer: w (out, in) row-major as nn.Linear
 	// stores it, bias (out) or nil.

@@ -103,6 +103,7 @@ func testConv2d(t *testing.T, e engine.Engine) {
 				t.Fatalf("%+v: shape %+v, want %+v", tc, y.Shape(), o)
 			}
 			closeTo(t, "conv", e.ToHost(y), want, 1e-4)
+			e.Release(y) // the second call may get this memory back
 		}
 	}
 }
@@ -315,6 +316,7 @@ func testUpConv(t *testing.T, e engine.Engine) {
 				t.Fatalf("%v: shape %+v, want %+v", tc, y.Shape(), o)
 			}
 			closeTo(t, "upconv", e.ToHost(y), want, 1e-4)
+			e.Release(y)
 		}
 	}
 }

@@ -129,8 +129,14 @@ func (l *Loader) GeGluMlp(name string, dim, hidden int) GeGluMlp {
 // Forward adds the MLP of x into acc (the residual stream) and returns it.
 func (m GeGluMlp) Forward(e engine.Engine, x, acc engine.Tensor) engine.Tensor {
 	h := m.Norm.Forward(e, x)
-	g := e.GeGLU(m.W0.Forward(e, h, nil), m.W1.Forward(e, h, nil))
-	return m.W2.Forward(e, g, acc)
+	gate, val := m.W0.Forward(e, h, nil), m.W1.Forward(e, h, nil)
+	e.Release(h)
+	g := e.GeGLU(gate, val)
+	e.Release(gate)
+	e.Release(val)
+	y := m.W2.Forward(e, g, acc)
+	e.Release(g)
+	return y
 }
 
 // Attention is timm's Attention with qkv bias and no q/k norm.
@@ -161,9 +167,18 @@ func (l *Loader) Block(name string, dim, heads, hidden int) Block {
 	}
 }
 
-// Forward updates the residual stream x in place and returns it.
+// Forward updates the residual stream x in place and returns it. Like every
+// Forward here, it releases the intermediates it creates, never its input.
 func (b Block) Forward(e engine.Engine, x engine.Tensor) engine.Tensor {
-	qkv := b.Attn.QKV.Forward(e, b.Norm1.Forward(e, x), nil)
-	x = b.Attn.Proj.Forward(e, e.Attention(qkv, b.Attn.Heads), x)
-	return b.Mlp.Forward(e, b.Norm2.Forward(e, x), x)
+	h := b.Norm1.Forward(e, x)
+	qkv := b.Attn.QKV.Forward(e, h, nil)
+	e.Release(h)
+	a := e.Attention(qkv, b.Attn.Heads)
+	e.Release(qkv)
+	x = b.Attn.Proj.Forward(e, a, x)
+	e.Release(a)
+	h = b.Norm2.Forward(e, x)
+	x = b.Mlp.Forward(e, h, x)
+	e.Release(h)
+	return x
 }

@@ -114,18 +114,28 @@ func LoadEncoder(e engine.Engine, src nn.Source, c Config) (*Encoder, error) {
 // Forward maps images x (B, S, S, 3) NHWC to tokens (B, g, g, C). ctx is
 // checked between blocks; on cancellation Forward returns ctx's error.
 func (m *Encoder) Forward(ctx context.Context, e engine.Engine, x engine.Tensor) (engine.Tensor, error) {
-	x = m.Stem.Conv1.Forward(e, x)
-	x = e.GELU(m.Stem.Norm1.Forward(e, x))
-	x = m.Stem.Conv2.Forward(e, x)
+	// Every tensor from here on is the encoder's own: step releases the
+	// one it replaces (x itself is the caller's).
+	input := x
+	step := func(y engine.Tensor) {
+		if y != x && x != input {
+			e.Release(x)
+		}
+		x = y
+	}
+	step(m.Stem.Conv1.Forward(e, x))
+	step(e.GELU(m.Stem.Norm1.Forward(e, x)))
+	step(m.Stem.Conv2.Forward(e, x))
 	for _, stage := range m.Stages {
 		for _, b := range stage {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			x = b.Forward(e, x)
+			step(b.Forward(e, x))
 		}
 	}
-	x = m.Pool.Proj.Forward(e, m.Pool.Norm.Forward(e, x))
+	step(m.Pool.Norm.Forward(e, x))
+	step(m.Pool.Proj.Forward(e, x))
 	if m.PosEmbed != nil {
 		s := x.Shape()
 		pe := e.ToHost(m.PosEmbed)
@@ -133,7 +143,9 @@ func (m *Encoder) Forward(ctx context.Context, e engine.Engine, x engine.Tensor)
 		for r := 0; r < s.Rows(); r++ {
 			full = append(full, pe...)
 		}
-		x = e.Add(x, e.FromHost(full, s))
+		p := e.FromHost(full, s)
+		x = e.Add(x, p)
+		e.Release(p)
 	}
 	for _, b := range m.Blocks {
 		if err := ctx.Err(); err != nil {
@@ -141,7 +153,8 @@ func (m *Encoder) Forward(ctx context.Context, e engine.Engine, x engine.Tensor)
 		}
 		x = b.Forward(e, x)
 	}
-	return m.Norm.Forward(e, x), nil
+	step(m.Norm.Forward(e, x))
+	return x, nil
 }
 
 // Forward runs the block on x.
@@ -151,13 +164,36 @@ func (b MbConvLNBlock) Forward(e engine.Engine, x engine.Tensor) engine.Tensor {
 		sc = e.AvgPool3x3s2(sc)
 	}
 	if b.Shortcut != nil {
-		sc = b.Shortcut.Forward(e, sc)
+		s := b.Shortcut.Forward(e, sc)
+		releaseUnless(e, sc, x)
+		sc = s
 	}
-	h := b.PreNorm.Forward(e, x)
-	h = e.GELU(b.Conv1.Forward(e, h))
-	h = e.GELU(b.Conv2.Forward(e, h))
-	h = b.Conv3.Forward(e, h)
-	return e.Add(h, sc)
+	h := chain(e, b.PreNorm.Forward(e, x),
+		func(h engine.Tensor) engine.Tensor { return e.GELU(b.Conv1.Forward(e, h)) },
+		func(h engine.Tensor) engine.Tensor { return e.GELU(b.Conv2.Forward(e, h)) },
+		func(h engine.Tensor) engine.Tensor { return b.Conv3.Forward(e, h) })
+	h = e.Add(h, sc)
+	releaseUnless(e, sc, x)
+	return h
+}
+
+// chain applies each step to the result of the last, releasing every
+// intermediate (x too) once its successor exists.
+func chain(e engine.Engine, x engine.Tensor, steps ...func(engine.Tensor) engine.Tensor) engine.Tensor {
+	for _, f := range steps {
+		y := f(x)
+		releaseUnless(e, x, y)
+		x = y
+	}
+	return x
+}
+
+// releaseUnless releases t when it is not keep (an op that works in place
+// returns its input).
+func releaseUnless(e engine.Engine, t, keep engine.Tensor) {
+	if t != keep {
+		e.Release(t)
+	}
 }
 
 // InvMbConvLNBlock is UniTok's decoder block: shortcut + conv3_1x1(gelu(
@@ -182,14 +218,20 @@ func (b InvMbConvLNBlock) Forward(e engine.Engine, x engine.Tensor) engine.Tenso
 	case b.Shortcut != nil:
 		sc = b.Shortcut.Forward(e, x)
 	}
-	h := b.PreNorm.Forward(e, x)
-	h = e.GELU(b.Conv1.Forward(e, h))
-	if b.Up != nil {
-		h = b.Up.Forward(e, h)
+	up := func(h engine.Tensor) engine.Tensor {
+		if b.Up != nil {
+			return b.Up.Forward(e, h)
+		}
+		return h
 	}
-	h = e.GELU(b.Conv2.Forward(e, h))
-	h = b.Conv3.Forward(e, h)
-	return e.Add(h, sc)
+	h := chain(e, b.PreNorm.Forward(e, x),
+		func(h engine.Tensor) engine.Tensor { return e.GELU(b.Conv1.Forward(e, h)) },
+		up,
+		func(h engine.Tensor) engine.Tensor { return e.GELU(b.Conv2.Forward(e, h)) },
+		func(h engine.Tensor) engine.Tensor { return b.Conv3.Forward(e, h) })
+	h = e.Add(h, sc)
+	releaseUnless(e, sc, x)
+	return h
 }
 
 // InvStem is UniTok's InvStem: conv1 (Upsample2d) -> norm1 (LayerNorm2d +
@@ -275,17 +317,27 @@ func (m *Decoder) Forward(ctx context.Context, e engine.Engine, x engine.Tensor)
 		}
 		x = b.Forward(e, x)
 	}
-	x = m.Norm.Forward(e, x)
-	x = m.UpConv1.Forward(e, x)
+	// From here every tensor is the decoder's own (the ViT blocks updated
+	// the caller's x in place): step releases the one it replaces.
+	input := x
+	step := func(y engine.Tensor) {
+		if y != x && x != input {
+			e.Release(x)
+		}
+		x = y
+	}
+	step(m.Norm.Forward(e, x))
+	step(m.UpConv1.Forward(e, x))
 	for _, b := range append(append([]InvMbConvLNBlock(nil), m.UpConv2...), m.UpConv3...) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		x = b.Forward(e, x)
+		step(b.Forward(e, x))
 	}
-	x = m.UpConv4.Conv1.Forward(e, x)
-	x = e.GELU(m.UpConv4.Norm1.Forward(e, x))
-	return m.UpConv4.Conv2.Forward(e, x), nil
+	step(m.UpConv4.Conv1.Forward(e, x))
+	step(e.GELU(m.UpConv4.Norm1.Forward(e, x)))
+	step(m.UpConv4.Conv2.Forward(e, x))
+	return x, nil
 }
 
 // Head is UniTok's CLIP image head: mean over tokens, fc_norm (eps 1e-6),
@@ -348,17 +400,22 @@ func (m *Encoder) Encode(ctx context.Context, e engine.Engine, x []float32, B in
 	S := m.Cfg.ImgSize
 	t := e.FromHost(NCHWToNHWC(x, B, 3, S, S), engine.Shape{B: B, H: S, W: S, C: 3})
 	y, err := m.Forward(ctx, e, t)
+	e.Release(t)
 	if err != nil {
 		return nil, err
 	}
-	return e.ToHost(y), nil
+	out := e.ToHost(y)
+	e.Release(y)
+	return out, nil
 }
 
 // Decode runs the decoder on tokens (B, N, C) and returns images
 // (B, 3, S, S) NCHW, clamped to [-1, 1] when clamp is set.
 func (m *Decoder) Decode(ctx context.Context, e engine.Engine, tokens []float32, B int, clamp bool) ([]float32, error) {
 	g, C := m.Cfg.Grid(), m.Cfg.Width
-	y, err := m.Forward(ctx, e, e.FromHost(tokens, engine.Shape{B: B, H: g, W: g, C: C}))
+	t := e.FromHost(tokens, engine.Shape{B: B, H: g, W: g, C: C})
+	y, err := m.Forward(ctx, e, t)
+	e.Release(t)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +423,9 @@ func (m *Decoder) Decode(ctx context.Context, e engine.Engine, tokens []float32,
 		y = e.Clamp(y, -1, 1)
 	}
 	s := y.Shape()
-	return NHWCToNCHW(e.ToHost(y), s.B, s.H, s.W, s.C), nil
+	out := e.ToHost(y)
+	e.Release(y)
+	return NHWCToNCHW(out, s.B, s.H, s.W, s.C), nil
 }
 
 // Embed maps tokens (B, N, C) to L2-normalized embeddings (B, E).
