@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/unitok/unitok/internal/cpu/kern"
 	"github.com/unitok/unitok/internal/engine"
 	"github.com/unitok/unitok/internal/engine/enginetest"
 )
@@ -14,7 +15,13 @@ func TestEngineConformance(t *testing.T) {
 	// value of a reused buffer unwritten fails the comparison.
 	defer func(p bool) { poisonReleased = p }(poisonReleased)
 	poisonReleased = true
-	enginetest.Run(t, New(2))
+	// Every kernel level this CPU has (the default one is the last).
+	for _, l := range kern.Supported() {
+		t.Run(l.String(), func(t *testing.T) {
+			defer kern.SetLevel(kern.SetLevel(l))
+			enginetest.Run(t, New(2))
+		})
+	}
 	// The stride-1 convolutions again on the im2col path.
 	old := implicitMinChannels
 	implicitMinChannels = 1 << 30
