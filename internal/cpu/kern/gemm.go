@@ -232,7 +232,7 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(pth, 1)), pth, func(_, lo, hi int) {
 				packA(ap, op, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
 			})
-			grain := max(1, panels/(4*workers))
+			grain := max(1, panels/(16*workers)) // fine: the k-block barrier waits for the last piece
 			ParallelFor(panels, grain, threads, func(wk, p0, p1 int) {
 				g.panels(ap, tmps[wk*tileMax:(wk+1)*tileMax], r0, r1, k0, kb, p0, p1)
 			})
