@@ -14,7 +14,8 @@
 #     (bench/faiss_compare.py);
 #  5. with UNITOK_SRC=/path/to/UniTok (a checkout of UniTok's code): image
 #     tokenize and detokenize at vitamin_large, batch 1, against UniTok's own
-#     modules in PyTorch eager, with the peak RSS of each process.
+#     modules in PyTorch eager, interleaved rounds, with the peak RSS of each
+#     process (bench/image_compare.sh).
 # Rates are by wall clock and, where shown, per CPU second of the measuring
 # threads: on a shared machine the latter is what the cores did.
 # Prints a markdown report (and writes it to $OUT_MD when set).
@@ -125,14 +126,7 @@ PYEOF
 } | tee -a "${OUT_MD:-/dev/null}"
 
 if [ -n "${UNITOK_SRC:-}" ]; then
-	{
-		echo
-		echo "## images at vitamin_large, batch 1, $THREADS threads (synthetic weights)"
-		echo
-		echo '```'
-		/usr/bin/time -f "unitok: peak RSS %M KiB" go test -run '^$' -bench 'BenchmarkImage(Tokenize|Detokenize)Large' -benchtime 1x . 2>&1 | grep -E 'Benchmark|peak RSS'
-		OMP_NUM_THREADS="$THREADS" /usr/bin/time -f "PyTorch eager: peak RSS %M KiB" "$PY" bench/torch_image_reference.py bench --unitok "$UNITOK_SRC" \
-			--model vitamin_large --batch 1 --threads "$THREADS" 2>&1 | grep -E '^\{|peak RSS'
-		echo '```'
-	} | tee -a "${OUT_MD:-/dev/null}"
+	echo | tee -a "${OUT_MD:-/dev/null}"
+	BATCH=1 REPS="${IMAGE_REPS:-3}" THREADS="$THREADS" PYTHON="$PY" OUT_MD="$tmp/images.md" bench/image_compare.sh
+	cat "$tmp/images.md" >>"${OUT_MD:-/dev/null}"
 fi
