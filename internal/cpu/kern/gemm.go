@@ -445,19 +445,26 @@ func ParallelFor(n, grain, threads int, fn func(worker, lo, hi int)) {
 		return
 	}
 	var next atomic.Int64
+	work := func(w int) {
+		for {
+			p := int(next.Add(1) - 1)
+			if p >= pieces {
+				return
+			}
+			fn(w, p*grain, min((p+1)*grain, n))
+		}
+	}
+	// The calling goroutine is worker 0: one goroutine fewer to start and
+	// wake per call, and the caller's thread, already running, starts at
+	// once.
 	var wg sync.WaitGroup
-	wg.Add(workers)
-	for w := 0; w < workers; w++ {
+	wg.Add(workers - 1)
+	for w := 1; w < workers; w++ {
 		go func(w int) {
 			defer wg.Done()
-			for {
-				p := int(next.Add(1) - 1)
-				if p >= pieces {
-					return
-				}
-				fn(w, p*grain, min((p+1)*grain, n))
-			}
+			work(w)
 		}(w)
 	}
+	work(0)
 	wg.Wait()
 }
