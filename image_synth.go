@@ -79,3 +79,18 @@ func openSynthImage(c Config, vc vitamin.Config, seed uint64, opts ...Option) (*
 	r := newSynthImageReader(c, vc, seed)
 	return openReader(r, opts...)
 }
+
+// SynthImageTokenizer builds a Tokenizer over a whole UniTok model with
+// deterministic pseudo-random weights: the encoder and decoder of the
+// preset architecture model ("vitamin_base" or "vitamin_large"), the CLIP
+// image head and the real core (D=64, K=8, V=4096, H=C/D). For benchmarks
+// of the image path where no checkpoint is at hand; its outputs mean
+// nothing.
+func SynthImageTokenizer(model string, seed uint64, opts ...Option) (*Tokenizer, error) {
+	vc, ok := vitamin.Preset(model, 1024)
+	if !ok {
+		return nil, fmt.Errorf("synthetic image model %q: want vitamin_base or vitamin_large", model)
+	}
+	c := Config{InDim: vc.Width, LatentDim: 64, NumCodebooks: 8, CodebookSize: 4096, NumHeads: vc.Width / 64}
+	return openSynthImage(c, vc, seed, opts...)
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,7 +25,15 @@ type benchResult struct {
 	BestMs      float64 `json:"best_ms"`
 	TokensPerS  float64 `json:"tokens_per_s"`
 	BestTokensS float64 `json:"best_tokens_per_s"`
+	// The image ops (tokenize, detokenize, embed) also report images.
+	Images      int     `json:"images_per_iter,omitempty"`
+	ImagesPerS  float64 `json:"images_per_s,omitempty"`
+	BestImagesS float64 `json:"best_images_per_s,omitempty"`
 }
+
+// imageOps are the bench ops that run the image path (B images of the
+// model's size in, or out).
+var imageOps = map[string]bool{"tokenize": true, "detokenize": true, "embed": true}
 
 type benchReport struct {
 	Device     string        `json:"device"`
@@ -47,7 +56,8 @@ func runBench(args []string, stdout io.Writer) error {
 	batch := fs.Int("batch", 4, "images per call (B)")
 	tokens := fs.Int("tokens", 256, "tokens per image (N)")
 	iters := fs.Int("iters", 5, "timed calls per op (after one warm-up call)")
-	ops := fs.String("op", "quantize,encode,decode", "comma-separated ops: quantize, encode, decode, lookup, or all")
+	ops := fs.String("op", "quantize,encode,decode", "comma-separated ops: quantize, encode, decode, lookup, or all (the core); tokenize, detokenize, embed (images)")
+	imgModel := fs.String("model", "vitamin_large", "without --checkpoint, the synthetic image model of the image ops: vitamin_base or vitamin_large")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
@@ -69,11 +79,15 @@ func runBench(args []string, stdout io.Writer) error {
 		switch o = strings.TrimSpace(o); o {
 		case "all":
 			opList = append(opList, "quantize", "encode", "decode", "lookup")
-		case "quantize", "encode", "decode", "lookup":
+		case "quantize", "encode", "decode", "lookup", "tokenize", "detokenize", "embed":
 			opList = append(opList, o)
 		default:
-			return fmt.Errorf("--op: unknown op %q (want quantize, encode, decode, lookup or all)", o)
+			return fmt.Errorf("--op: unknown op %q (want quantize, encode, decode, lookup, all, tokenize, detokenize or embed)", o)
 		}
+	}
+	withImages := false
+	for _, o := range opList {
+		withImages = withImages || imageOps[o]
 	}
 	opts, _, err := ef.options()
 	if err != nil {
@@ -85,6 +99,11 @@ func runBench(args []string, stdout io.Writer) error {
 		if t, err = ef.openTokenizer(opts); err != nil {
 			return err
 		}
+	} else if withImages {
+		if t, err = unitok.SynthImageTokenizer(*imgModel, 1, opts...); err != nil {
+			return fmt.Errorf("--model: %w", err)
+		}
+		model = "synthetic " + *imgModel
 	} else {
 		c := benchConfig
 		if ef.heads > 0 {
@@ -103,6 +122,25 @@ func runBench(args []string, stdout io.Writer) error {
 	defer t.Close()
 	c := t.Config()
 	B, N := *batch, *tokens
+	var pixels []float32
+	var imgCodes []int32
+	if withImages {
+		if err := t.ImageModel(); err != nil {
+			return fmt.Errorf("%s: %w", model, err)
+		}
+		S := t.ImageSize()
+		arch, _ := t.ImageArch()
+		rng := splitmix(777)
+		pixels = make([]float32, B*3*S*S)
+		for i := range pixels {
+			pixels[i] = 2*rng.uniform() - 1
+		}
+		imgCodes = make([]int32, B*arch.Tokens*c.NumCodebooks)
+		for i := range imgCodes {
+			imgCodes[i] = int32(rng.next() % uint64(c.CodebookSize))
+		}
+	}
+	ctx := context.Background()
 	M := B * N
 	rng := splitmix(12345)
 	features := make([]float32, M*c.InDim)
@@ -135,6 +173,12 @@ func runBench(args []string, stdout io.Writer) error {
 				_, err = t.Decode(codes, B, N)
 			case "lookup":
 				_, err = t.Lookup(codes, M)
+			case "tokenize":
+				_, err = t.TokenizePixels(ctx, pixels, B)
+			case "detokenize":
+				_, err = t.Detokenize(ctx, imgCodes, B)
+			case "embed":
+				_, err = t.EmbedPixels(ctx, pixels, B)
 			}
 			return err
 		}
@@ -154,11 +198,17 @@ func runBench(args []string, stdout io.Writer) error {
 			}
 		}
 		mean := total / time.Duration(*iters)
-		rep.Results = append(rep.Results, benchResult{
+		r := benchResult{
 			Op: op, Tokens: M, Iters: *iters,
 			MeanMs: ms(mean), BestMs: ms(best),
 			TokensPerS: perSec(M, mean), BestTokensS: perSec(M, best),
-		})
+		}
+		if imageOps[op] {
+			arch, _ := t.ImageArch()
+			r.Tokens, r.TokensPerS, r.BestTokensS = B*arch.Tokens, perSec(B*arch.Tokens, mean), perSec(B*arch.Tokens, best)
+			r.Images, r.ImagesPerS, r.BestImagesS = B, perSec(B, mean), perSec(B, best)
+		}
+		rep.Results = append(rep.Results, r)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -173,9 +223,13 @@ func runBench(args []string, stdout io.Writer) error {
 		rep.Device, model, c.InDim, c.LatentDim, c.NumCodebooks, c.CodebookSize, c.NumHeads, attn, rep.Metric)
 	fmt.Fprintf(stdout, "batch %d x %d tokens, %d iters (after 1 warm-up), %d threads\n", B, N, *iters, threads)
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "op\ttokens/call\tmean ms\tbest ms\ttokens/s\tbest tokens/s\t")
+	fmt.Fprintln(tw, "op\ttokens/call\tmean ms\tbest ms\ttokens/s\tbest tokens/s\timages/s\tbest images/s\t")
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%s\t%s\t\n", r.Op, r.Tokens, r.MeanMs, r.BestMs, human(r.TokensPerS), human(r.BestTokensS))
+		im, bim := "", ""
+		if r.Images > 0 {
+			im, bim = fmt.Sprintf("%.3f", r.ImagesPerS), fmt.Sprintf("%.3f", r.BestImagesS)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t\n", r.Op, r.Tokens, r.MeanMs, r.BestMs, human(r.TokensPerS), human(r.BestTokensS), im, bim)
 	}
 	return tw.Flush()
 }

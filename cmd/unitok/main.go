@@ -45,6 +45,7 @@ commands:
   inspect  [--json] CKPT                                           config, tensors, what is missing
   convert  [--core] [--causal] [--heads N] IN.pth OUT.safetensors  core + image path (--core: the core only), atomically
   bench    [--checkpoint CKPT] [--batch B] [--tokens N] [--iters I] [--op quantize,encode,decode] [--json]
+           --op tokenize,detokenize,embed: images/s of the image path (without --checkpoint: synthetic --model vitamin_large|vitamin_base)
   devices  [--json [--watch D [--count N]]]                        GPUs (NVML): memory, clocks, power, throttling
   preprocess --in IMG --out X.npy [--size 256] [--resize-ratio 1.125] [--max-pixels N]   image -> (3,256,256) float32 model input
   serve    --checkpoint CKPT [--addr 127.0.0.1:8080]                HTTP service with dynamic batching (serve -h)

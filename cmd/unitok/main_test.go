@@ -604,3 +604,32 @@ func TestShardedEncodeResumes(t *testing.T) {
 	require.Contains(t, r.stderr, "s9.npy")
 	require.NoFileExists(t, filepath.Join(out, "part", "s9.npy"))
 }
+
+// TestBenchImages: the image ops report images/s on a checkpoint with the
+// image path; a core-only checkpoint and an unknown synthetic model are
+// one-line errors.
+func TestBenchImages(t *testing.T) {
+	demo := filepath.Join("..", "..", "testdata", "demo", "unitok_small.pth")
+	r := cli("bench", "--checkpoint", demo, "--op", "tokenize,detokenize,embed", "--batch", "2", "--iters", "1", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var rep benchReport
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.Len(t, rep.Results, 3)
+	for i, op := range []string{"tokenize", "detokenize", "embed"} {
+		res := rep.Results[i]
+		assert.Equal(t, op, res.Op)
+		assert.Equal(t, 2, res.Images)
+		assert.Equal(t, 2*256, res.Tokens) // 256 tokens per 256x256 image
+		assert.Greater(t, res.ImagesPerS, 0.0)
+		assert.GreaterOrEqual(t, res.BestImagesS, res.ImagesPerS)
+	}
+
+	core := filepath.Join("..", "..", "testdata", "sample", "model.safetensors")
+	r = cli("bench", "--checkpoint", core, "--op", "tokenize", "--iters", "1")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, "unitok: "+core+": image model: missing tensor encoder.patch_embed.backbone.stem.conv1.weight (no ViTamin encoder in the checkpoint)\n", r.stderr)
+
+	r = cli("bench", "--op", "detokenize", "--model", "vitamin_huge", "--iters", "1")
+	assert.Equal(t, 1, r.code)
+	assert.Equal(t, "unitok: --model: synthetic image model \"vitamin_huge\": want vitamin_base or vitamin_large\n", r.stderr)
+}
