@@ -34,15 +34,38 @@ type imageModel struct {
 }
 
 // imageSource serves a checkpoint's tensors to the model loaders.
+//
+// Where the reader can (ckpt.Viewer: a mapped .pth or safetensors file), Get
+// returns views of the file's mapping rather than copies. That is safe
+// because the engine never keeps a slice it is given (engine.Engine: Linear,
+// Conv, Vector and FromHost copy or repack their arguments) and the model
+// loaders use each tensor right after Get; the reader, and its mapping, is
+// closed once the model is built (Tokenizer.img). The mapped pages of a
+// view are released a few Gets later (releaseLag), so the resident file
+// pages stay bounded while the engine's own copies grow: peak memory is
+// the engine's weights plus a few tensors, not twice the checkpoint.
 type imageSource struct {
 	r     ckpt.Reader
+	v     ckpt.Viewer // r, when it serves views; else nil
 	infos map[string]ckpt.Info
 	// digest folds in every tensor Get returns, in the loaders' order.
 	digest uint64
+	// viewed lists the aliased tensors not yet released, oldest first.
+	viewed []string
 }
 
+// releaseLag is how many of the latest views stay resident: a loader uses
+// at most a layer's weight and bias (two Gets) before uploading them, so a
+// released view is never read again (if it were, it would only be read
+// back from the file).
+const releaseLag = 4
+
 func newImageSource(r ckpt.Reader) *imageSource {
+	if k, ok := r.(keepOpen); ok {
+		r = k.Reader // views stay valid while the owner keeps it open
+	}
 	s := &imageSource{r: r, infos: map[string]ckpt.Info{}}
+	s.v, _ = r.(ckpt.Viewer)
 	list := r.Tensors()
 	if pf, ok := r.(*pth.File); ok {
 		list = pf.AllTensors()
@@ -66,12 +89,35 @@ func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
 	if !equalShape(t.Shape, shape) {
 		return nil, fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape)
 	}
-	v, err := s.r.ReadFloat32(name)
+	var v []float32
+	var err error
+	aliased := false
+	if s.v != nil {
+		v, aliased, err = s.v.ViewFloat32(name)
+	} else {
+		v, err = s.r.ReadFloat32(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tensor %s: %v", name, err)
 	}
 	s.digest = digestTensor(s.digest, name, shape, v)
+	if aliased {
+		s.viewed = append(s.viewed, name)
+		if len(s.viewed) > releaseLag {
+			s.v.Release(s.viewed[0])
+			s.viewed = s.viewed[1:]
+		}
+	}
 	return v, nil
+}
+
+// releaseAll releases the pages of every view still resident (the model is
+// built; the engine holds its own copies).
+func (s *imageSource) releaseAll() {
+	for _, name := range s.viewed {
+		s.v.Release(name)
+	}
+	s.viewed = nil
 }
 
 // imageMeta reads the architecture hints of a checkpoint: the model name
@@ -109,6 +155,7 @@ func loadImageModel(r ckpt.Reader, core Config, threads int) *imageModel {
 }
 
 func (im *imageModel) load(src *imageSource, core Config) *imageModel {
+	defer src.releaseAll()
 	c := im.cfg
 	fail := func(err error) *imageModel {
 		im.enc, im.dec, im.head = nil, nil, nil
