@@ -28,6 +28,8 @@ type imageModel struct {
 	head *vitamin.Head
 	// digest covers every image tensor read (ImageWeightsDigest).
 	digest uint64
+	// views counts the tensors read as views of the file's mapping.
+	views int
 	// err says what is missing or wrong when enc or dec is nil; headErr
 	// likewise for head.
 	err, headErr error
@@ -52,6 +54,7 @@ type imageSource struct {
 	digest uint64
 	// viewed lists the aliased tensors not yet released, oldest first.
 	viewed []string
+	views  int // aliased tensors served
 }
 
 // releaseLag is how many of the latest views stay resident: a loader uses
@@ -102,6 +105,7 @@ func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
 	}
 	s.digest = digestTensor(s.digest, name, shape, v)
 	if aliased {
+		s.views++
 		s.viewed = append(s.viewed, name)
 		if len(s.viewed) > releaseLag {
 			s.v.Release(s.viewed[0])
@@ -189,7 +193,7 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
 		im.headErr = badInput("image model", "%v", err)
 	}
-	im.digest = src.digest
+	im.digest, im.views = src.digest, src.views
 	return im
 }
 
