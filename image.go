@@ -14,6 +14,7 @@ import (
 	"github.com/unitok/unitok/internal/engine"
 	"github.com/unitok/unitok/internal/model/vitamin"
 	"github.com/unitok/unitok/internal/pth"
+	"github.com/unitok/unitok/internal/safetensors"
 )
 
 // imageModel is UniTok's image path around the core: the ViTamin encoder,
@@ -46,15 +47,30 @@ type imageModel struct {
 // view are released a few Gets later (releaseLag), so the resident file
 // pages stay bounded while the engine's own copies grow: peak memory is
 // the engine's weights plus a few tensors, not twice the checkpoint.
+//
+// A source is used by one loader at a time; fork gives another loader its
+// own (when the reader allows concurrent reads) and join takes its record
+// back, in order, so the digest does not depend on the interleaving.
 type imageSource struct {
 	r     ckpt.Reader
 	v     ckpt.Viewer // r, when it serves views; else nil
 	infos map[string]ckpt.Info
-	// digest folds in every tensor Get returns, in the loaders' order.
-	digest uint64
+	// concurrent: r is safe for concurrent reads (pth.File, safetensors.File).
+	concurrent bool
+	// read records every tensor Get returned, in the loaders' order, for
+	// the digest.
+	read []readRecord
 	// viewed lists the aliased tensors not yet released, oldest first.
 	viewed []string
 	views  int // aliased tensors served
+}
+
+// readRecord is what the weights digest needs of one tensor read.
+type readRecord struct {
+	name  string
+	shape []int
+	n     int
+	lanes [4]uint64
 }
 
 // releaseLag is how many of the latest views stay resident: a loader uses
@@ -69,6 +85,10 @@ func newImageSource(r ckpt.Reader) *imageSource {
 	}
 	s := &imageSource{r: r, infos: map[string]ckpt.Info{}}
 	s.v, _ = r.(ckpt.Viewer)
+	switch r.(type) {
+	case *pth.File, *safetensors.File:
+		s.concurrent = true
+	}
 	list := r.Tensors()
 	if pf, ok := r.(*pth.File); ok {
 		list = pf.AllTensors()
@@ -103,7 +123,7 @@ func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tensor %s: %v", name, err)
 	}
-	s.digest = digestTensor(s.digest, name, shape, v)
+	s.read = append(s.read, readRecord{name: name, shape: shape, n: len(v), lanes: digestLanes(v)})
 	if aliased {
 		s.views++
 		s.viewed = append(s.viewed, name)
@@ -113,6 +133,29 @@ func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
 		}
 	}
 	return v, nil
+}
+
+// fork returns a source over the same reader with its own record, for a
+// loader running beside s's.
+func (s *imageSource) fork() *imageSource {
+	return &imageSource{r: s.r, v: s.v, infos: s.infos, concurrent: s.concurrent}
+}
+
+// join appends what c read (after everything s read) and takes over its
+// unreleased views.
+func (s *imageSource) join(c *imageSource) {
+	s.read = append(s.read, c.read...)
+	s.viewed = append(s.viewed, c.viewed...)
+	s.views += c.views
+}
+
+// digest folds every tensor read into ImageWeightsDigest's value, in order.
+func (s *imageSource) digest() uint64 {
+	var d uint64
+	for _, r := range s.read {
+		d = digestFold(d, r.name, r.shape, r.n, r.lanes)
+	}
+	return d
 }
 
 // releaseAll releases the pages of every view still resident (the model is
@@ -173,9 +216,31 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	if c.Tokens() <= 0 {
 		return fail(fmt.Errorf("image size %d gives no tokens", c.ImgSize))
 	}
-	var err error
-	if im.enc, err = vitamin.LoadEncoder(im.eng, src, c); err == nil {
-		im.dec, err = vitamin.LoadDecoder(im.eng, src, c)
+	// The encoder and the decoder are loaded side by side when the reader
+	// allows it (the engine's uploads are safe for concurrent use): loading
+	// is packing, one pass over each weight, so this halves it on two
+	// cores. The digest still folds the encoder's tensors, then the
+	// decoder's, then the head's.
+	encSrc, decSrc := src.fork(), src.fork()
+	var err, decErr error
+	var wg sync.WaitGroup
+	if src.concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			im.dec, decErr = vitamin.LoadDecoder(im.eng, decSrc, c)
+		}()
+	}
+	im.enc, err = vitamin.LoadEncoder(im.eng, encSrc, c)
+	if src.concurrent {
+		wg.Wait()
+	} else if err == nil {
+		im.dec, decErr = vitamin.LoadDecoder(im.eng, decSrc, c)
+	}
+	src.join(encSrc)
+	src.join(decSrc)
+	if err == nil {
+		err = decErr
 	}
 	if err != nil {
 		missing, misshapen := imageTensorCheck(src, c, nil)
@@ -193,7 +258,7 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
 		im.headErr = badInput("image model", "%v", err)
 	}
-	im.digest, im.views = src.digest, src.views
+	im.digest, im.views = src.digest(), src.views
 	return im
 }
 

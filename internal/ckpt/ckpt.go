@@ -28,7 +28,9 @@ func (i Info) Elems() int {
 func (i Info) String() string { return fmt.Sprintf("%s %s %v", i.Name, i.DType, i.Shape) }
 
 // Reader is an opened checkpoint. Implementations are safe for concurrent
-// ReadFloat32 calls only if they say so; the loader calls them serially.
+// ReadFloat32 calls only if they say so; the core loader calls them
+// serially, the image loader concurrently only for pth.File and
+// safetensors.File, which say so.
 type Reader interface {
 	// Tensors lists every tensor the reader serves, in file order (for
 	// PyTorch checkpoints, the core tensors; see pth.File.AllTensors).
