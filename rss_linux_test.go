@@ -76,4 +76,6 @@ func TestLoadRSS(t *testing.T) {
 	_, err = tok.Detokenize(context.Background(), codes, 1)
 	require.NoError(t, err)
 	report("detokenize", time.Since(t0))
+	runtime.GC()
+	report("live after GC", 0)
 }
