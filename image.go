@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -224,18 +225,21 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	encSrc, decSrc := src.fork(), src.fork()
 	var err, decErr error
 	var wg sync.WaitGroup
+	loadDec := func() error {
+		return guardFaults(func() (err error) { im.dec, err = vitamin.LoadDecoder(im.eng, decSrc, c); return })
+	}
 	if src.concurrent {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			im.dec, decErr = vitamin.LoadDecoder(im.eng, decSrc, c)
+			decErr = loadDec()
 		}()
 	}
-	im.enc, err = vitamin.LoadEncoder(im.eng, encSrc, c)
+	err = guardFaults(func() (err error) { im.enc, err = vitamin.LoadEncoder(im.eng, encSrc, c); return })
 	if src.concurrent {
 		wg.Wait()
 	} else if err == nil {
-		im.dec, decErr = vitamin.LoadDecoder(im.eng, decSrc, c)
+		decErr = loadDec()
 	}
 	src.join(encSrc)
 	src.join(decSrc)
@@ -255,11 +259,29 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 		}
 		return fail(err)
 	}
-	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
+	if err = guardFaults(func() (err error) { im.head, err = vitamin.LoadHead(im.eng, src, c); return }); err != nil {
 		im.headErr = badInput("image model", "%v", err)
 	}
 	im.digest, im.views = src.digest(), src.views
 	return im
+}
+
+// guardFaults runs load with memory faults turned into an error: the
+// weights are views of the checkpoint's mapping, and a file truncated or
+// rewritten underneath while it loads (torch.save overwrites in place)
+// would otherwise kill the process with SIGBUS. Other panics go on.
+func guardFaults(load func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(interface{ Addr() uintptr }); ok && f.Addr() >= 4096 {
+				err = fmt.Errorf("reading the checkpoint faulted at address %#x: was the file truncated or rewritten while it loaded?", f.Addr())
+				return
+			}
+			panic(r)
+		}
+	}()
+	return load()
 }
 
 var cudaImageNotice sync.Once
