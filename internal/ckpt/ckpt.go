@@ -57,6 +57,9 @@ type Viewer interface {
 	// not be written (a read-only mapping faults) and is valid only until
 	// Close, which unmaps it: a caller that keeps the values copies them.
 	// Other dtypes (F16, BF16) are converted once, into a fresh slice.
+	// Reading a mapping whose file was truncated underneath faults
+	// (SIGBUS); a caller that must survive it reads under
+	// debug.SetPanicOnFault.
 	ViewFloat32(name string) (v []float32, aliased bool, err error)
 	// Release says that the named tensor's view is not needed any more:
 	// the pages it lies on may be dropped from resident memory (they are

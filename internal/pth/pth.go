@@ -661,7 +661,9 @@ func (f *File) ReadFloat32(name string) ([]float32, error) {
 // the tensor is F32, stored uncompressed, contiguous, little-endian and
 // 4-byte aligned: the result is then a view of the mapping (aliased true),
 // read-only and valid until Close. Other tensors are converted (or copied)
-// once into a fresh slice, from the mapping when there is one.
+// once into a fresh slice, from the mapping when there is one. Reading the
+// mapping of a file truncated underneath faults (SIGBUS): callers that
+// must survive that run under debug.SetPanicOnFault.
 func (f *File) ViewFloat32(name string) (v []float32, aliased bool, err error) {
 	return f.float32s(name, true)
 }
@@ -693,7 +695,10 @@ func (f *File) float32s(name string, view bool) ([]float32, bool, error) {
 		return nil, false, fmt.Errorf("pth: no tensor %s in the checkpoint", name)
 	}
 	dt := t.Storage.DType
-	if lo, n, ok := f.mappedRange(t); ok {
+	// Copies (ReadFloat32) are read with pread, as before there was a
+	// mapping: a file truncated underneath gives an error, not a fault
+	// (views are read inside the image loader's fault guard).
+	if lo, n, ok := f.mappedRange(t); ok && view {
 		b := f.data[lo : lo+n : lo+n]
 		zf := f.entries[t.Storage.Key]
 		if uint64(n) == zf.UncompressedSize64 && crc32.ChecksumIEEE(b) != zf.CRC32 {
@@ -702,7 +707,7 @@ func (f *File) float32s(name string, view bool) ([]float32, bool, error) {
 		if view && dt == "F32" && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0 {
 			return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), n/4), true, nil
 		}
-		out, err := toFloat32(b, dt)
+		out, err := toFloat32(b, dt) // converted once, from the mapping
 		if err != nil {
 			return nil, false, fmt.Errorf("pth: tensor %s: %w", name, err)
 		}
