@@ -219,9 +219,9 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	}
 	// The encoder and the decoder are loaded side by side when the reader
 	// allows it (the engine's uploads are safe for concurrent use): loading
-	// is packing, one pass over each weight, so this halves it on two
-	// cores. The digest still folds the encoder's tensors, then the
-	// decoder's, then the head's.
+	// is mostly packing, and the two halves are about the same size, so
+	// two free cores can halve its wall time. The digest still folds the
+	// encoder's tensors, then the decoder's, then the head's.
 	encSrc, decSrc := src.fork(), src.fork()
 	var err, decErr error
 	var wg sync.WaitGroup
