@@ -704,7 +704,7 @@ func (f *File) float32s(name string, view bool) ([]float32, bool, error) {
 		if uint64(n) == zf.UncompressedSize64 && crc32.ChecksumIEEE(b) != zf.CRC32 {
 			return nil, false, fmt.Errorf("pth: tensor %s: entry %s: CRC-32 mismatch: the file is corrupted", name, zf.Name)
 		}
-		if view && dt == "F32" && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0 {
+		if dt == "F32" && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0 {
 			return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), n/4), true, nil
 		}
 		out, err := toFloat32(b, dt) // converted once, from the mapping
