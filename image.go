@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/unitok/unitok/internal/engine"
 	"github.com/unitok/unitok/internal/model/vitamin"
 	"github.com/unitok/unitok/internal/pth"
+	"github.com/unitok/unitok/internal/safetensors"
 )
 
 // imageModel is UniTok's image path around the core: the ViTamin encoder,
@@ -28,21 +30,66 @@ type imageModel struct {
 	head *vitamin.Head
 	// digest covers every image tensor read (ImageWeightsDigest).
 	digest uint64
+	// views counts the tensors read as views of the file's mapping.
+	views int
 	// err says what is missing or wrong when enc or dec is nil; headErr
 	// likewise for head.
 	err, headErr error
 }
 
 // imageSource serves a checkpoint's tensors to the model loaders.
+//
+// Where the reader can (ckpt.Viewer: a mapped .pth or safetensors file), Get
+// returns views of the file's mapping rather than copies. That is safe
+// because the engine never keeps a slice it is given (engine.Engine: Linear,
+// Conv, Vector and FromHost copy or repack their arguments) and the model
+// loaders use each tensor right after Get; the reader, and its mapping, is
+// closed once the model is built (Tokenizer.img). The mapped pages of a
+// view are released a few Gets later (releaseLag), so the resident file
+// pages stay bounded while the engine's own copies grow: peak memory is
+// the engine's weights plus a few tensors, not twice the checkpoint.
+//
+// A source is used by one loader at a time; fork gives another loader its
+// own (when the reader allows concurrent reads) and join takes its record
+// back, in order, so the digest does not depend on the interleaving.
 type imageSource struct {
 	r     ckpt.Reader
+	v     ckpt.Viewer // r, when it serves views; else nil
 	infos map[string]ckpt.Info
-	// digest folds in every tensor Get returns, in the loaders' order.
-	digest uint64
+	// concurrent: r is safe for concurrent reads (pth.File, safetensors.File).
+	concurrent bool
+	// read records every tensor Get returned, in the loaders' order, for
+	// the digest.
+	read []readRecord
+	// viewed lists the aliased tensors not yet released, oldest first.
+	viewed []string
+	views  int // aliased tensors served
 }
 
+// readRecord is what the weights digest needs of one tensor read.
+type readRecord struct {
+	name  string
+	shape []int
+	n     int
+	lanes [4]uint64
+}
+
+// releaseLag is how many of the latest views stay resident: a loader uses
+// at most a layer's weight and bias (two Gets) before uploading them, so a
+// released view is never read again (if it were, it would only be read
+// back from the file).
+const releaseLag = 4
+
 func newImageSource(r ckpt.Reader) *imageSource {
+	if k, ok := r.(keepOpen); ok {
+		r = k.Reader // views stay valid while the owner keeps it open
+	}
 	s := &imageSource{r: r, infos: map[string]ckpt.Info{}}
+	s.v, _ = r.(ckpt.Viewer)
+	switch r.(type) {
+	case *pth.File, *safetensors.File:
+		s.concurrent = true
+	}
 	list := r.Tensors()
 	if pf, ok := r.(*pth.File); ok {
 		list = pf.AllTensors()
@@ -66,12 +113,59 @@ func (s *imageSource) Get(name string, shape ...int) ([]float32, error) {
 	if !equalShape(t.Shape, shape) {
 		return nil, fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape)
 	}
-	v, err := s.r.ReadFloat32(name)
+	var v []float32
+	var err error
+	aliased := false
+	if s.v != nil {
+		v, aliased, err = s.v.ViewFloat32(name)
+	} else {
+		v, err = s.r.ReadFloat32(name)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("tensor %s: %v", name, err)
 	}
-	s.digest = digestTensor(s.digest, name, shape, v)
+	s.read = append(s.read, readRecord{name: name, shape: shape, n: len(v), lanes: digestLanes(v)})
+	if aliased {
+		s.views++
+		s.viewed = append(s.viewed, name)
+		if len(s.viewed) > releaseLag {
+			s.v.Release(s.viewed[0])
+			s.viewed = s.viewed[1:]
+		}
+	}
 	return v, nil
+}
+
+// fork returns a source over the same reader with its own record, for a
+// loader running beside s's.
+func (s *imageSource) fork() *imageSource {
+	return &imageSource{r: s.r, v: s.v, infos: s.infos, concurrent: s.concurrent}
+}
+
+// join appends what c read (after everything s read) and takes over its
+// unreleased views.
+func (s *imageSource) join(c *imageSource) {
+	s.read = append(s.read, c.read...)
+	s.viewed = append(s.viewed, c.viewed...)
+	s.views += c.views
+}
+
+// digest folds every tensor read into ImageWeightsDigest's value, in order.
+func (s *imageSource) digest() uint64 {
+	var d uint64
+	for _, r := range s.read {
+		d = digestFold(d, r.name, r.shape, r.n, r.lanes)
+	}
+	return d
+}
+
+// releaseAll releases the pages of every view still resident (the model is
+// built; the engine holds its own copies).
+func (s *imageSource) releaseAll() {
+	for _, name := range s.viewed {
+		s.v.Release(name)
+	}
+	s.viewed = nil
 }
 
 // imageMeta reads the architecture hints of a checkpoint: the model name
@@ -109,6 +203,7 @@ func loadImageModel(r ckpt.Reader, core Config, threads int) *imageModel {
 }
 
 func (im *imageModel) load(src *imageSource, core Config) *imageModel {
+	defer src.releaseAll()
 	c := im.cfg
 	fail := func(err error) *imageModel {
 		im.enc, im.dec, im.head = nil, nil, nil
@@ -122,9 +217,34 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 	if c.Tokens() <= 0 {
 		return fail(fmt.Errorf("image size %d gives no tokens", c.ImgSize))
 	}
-	var err error
-	if im.enc, err = vitamin.LoadEncoder(im.eng, src, c); err == nil {
-		im.dec, err = vitamin.LoadDecoder(im.eng, src, c)
+	// The encoder and the decoder are loaded side by side when the reader
+	// allows it (the engine's uploads are safe for concurrent use): loading
+	// is mostly packing, and the two halves are about the same size, so
+	// two free cores can halve its wall time. The digest still folds the
+	// encoder's tensors, then the decoder's, then the head's.
+	encSrc, decSrc := src.fork(), src.fork()
+	var err, decErr error
+	var wg sync.WaitGroup
+	loadDec := func() error {
+		return guardFaults(func() (err error) { im.dec, err = vitamin.LoadDecoder(im.eng, decSrc, c); return })
+	}
+	if src.concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			decErr = loadDec()
+		}()
+	}
+	err = guardFaults(func() (err error) { im.enc, err = vitamin.LoadEncoder(im.eng, encSrc, c); return })
+	if src.concurrent {
+		wg.Wait()
+	} else if err == nil {
+		decErr = loadDec()
+	}
+	src.join(encSrc)
+	src.join(decSrc)
+	if err == nil {
+		err = decErr
 	}
 	if err != nil {
 		missing, misshapen := imageTensorCheck(src, c, nil)
@@ -139,11 +259,29 @@ func (im *imageModel) load(src *imageSource, core Config) *imageModel {
 		}
 		return fail(err)
 	}
-	if im.head, err = vitamin.LoadHead(im.eng, src, c); err != nil {
+	if err = guardFaults(func() (err error) { im.head, err = vitamin.LoadHead(im.eng, src, c); return }); err != nil {
 		im.headErr = badInput("image model", "%v", err)
 	}
-	im.digest = src.digest
+	im.digest, im.views = src.digest(), src.views
 	return im
+}
+
+// guardFaults runs load with memory faults turned into an error: the
+// weights are views of the checkpoint's mapping, and a file truncated or
+// rewritten underneath while it loads (torch.save overwrites in place)
+// would otherwise kill the process with SIGBUS. Other panics go on.
+func guardFaults(load func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(interface{ Addr() uintptr }); ok && f.Addr() >= 4096 {
+				err = fmt.Errorf("reading the checkpoint faulted at address %#x: was the file truncated or rewritten while it loaded?", f.Addr())
+				return
+			}
+			panic(r)
+		}
+	}()
+	return load()
 }
 
 var cudaImageNotice sync.Once

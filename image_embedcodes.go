@@ -70,6 +70,13 @@ func (t *Tokenizer) ImageWeightsDigest() string {
 // multiply-xor lanes over the float32 bits (fast enough to run on every
 // load; not a cryptographic hash), then the name and shape.
 func digestTensor(d uint64, name string, shape []int, v []float32) uint64 {
+	return digestFold(d, name, shape, len(v), digestLanes(v))
+}
+
+// digestLanes is the value-dependent part of digestTensor: it depends on v
+// alone, so tensors can be hashed in any order (or concurrently) and folded
+// in the loaders' order afterwards.
+func digestLanes(v []float32) [4]uint64 {
 	const p = 0x100000001b3
 	var l [4]uint64
 	for i := range l {
@@ -85,6 +92,12 @@ func digestTensor(d uint64, name string, shape []int, v []float32) uint64 {
 	for ; i < len(v); i++ {
 		l[0] = (l[0] ^ uint64(math.Float32bits(v[i]))) * p
 	}
+	return l
+}
+
+// digestFold mixes a tensor's name, shape, length n and lanes into d.
+func digestFold(d uint64, name string, shape []int, n int, l [4]uint64) uint64 {
+	const p = 0x100000001b3
 	mix := func(x uint64) { d = (d ^ x) * p; d ^= d >> 29 }
 	for _, c := range []byte(name) {
 		mix(uint64(c))
@@ -92,7 +105,7 @@ func digestTensor(d uint64, name string, shape []int, v []float32) uint64 {
 	for _, s := range shape {
 		mix(uint64(s))
 	}
-	mix(uint64(len(v)))
+	mix(uint64(n))
 	for _, x := range l {
 		mix(x)
 	}

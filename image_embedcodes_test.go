@@ -30,7 +30,10 @@ func TestTokenizeAndEmbedImages(t *testing.T) {
 	require.ErrorIs(t, err, ErrBadInput)
 
 	d := tok.ImageWeightsDigest()
-	require.Len(t, d, 16)
+	// Data-prep manifests record the digest, so its value is pinned: the
+	// loader may read tensors in any order or concurrently (encoder beside
+	// decoder), views or copies, but folds them in the same order.
+	require.Equal(t, "17c15603d46427eb", d)
 	require.Equal(t, d, openTinyPth(t).ImageWeightsDigest())
 	core, err := New(tok.Model())
 	require.NoError(t, err)

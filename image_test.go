@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/unitok/unitok/internal/ckpt"
+	"github.com/unitok/unitok/internal/mmapfile"
 	"github.com/unitok/unitok/internal/model/vitamin"
 	"github.com/unitok/unitok/internal/safetensors"
 )
@@ -359,6 +360,12 @@ func TestImageFromSafetensors(t *testing.T) {
 	require.NoError(t, err)
 	defer tok.Close()
 	runImageFixture(t, dir, tok)
+	// The weights were views of the file's mapping, which was unmapped
+	// once the model was built, before any image ran: the engine kept
+	// none of them (a kept view would fault).
+	if mmapfile.Supported {
+		require.Equal(t, len(ts)-len(SynthTensorInfos(c)), tok.image.views, "image tensors read as views")
+	}
 }
 
 func TestImageConcurrentCallsAgree(t *testing.T) {

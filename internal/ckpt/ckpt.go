@@ -28,7 +28,9 @@ func (i Info) Elems() int {
 func (i Info) String() string { return fmt.Sprintf("%s %s %v", i.Name, i.DType, i.Shape) }
 
 // Reader is an opened checkpoint. Implementations are safe for concurrent
-// ReadFloat32 calls only if they say so; the loader calls them serially.
+// ReadFloat32 calls only if they say so; the core loader calls them
+// serially, the image loader concurrently only for pth.File and
+// safetensors.File, which say so.
 type Reader interface {
 	// Tensors lists every tensor the reader serves, in file order (for
 	// PyTorch checkpoints, the core tensors; see pth.File.AllTensors).
@@ -43,4 +45,25 @@ type Reader interface {
 	Metadata() map[string]string
 	// Close releases the file.
 	Close() error
+}
+
+// Viewer is a Reader that can serve tensors without copying them: float32
+// tensors stored little-endian, contiguous and 4-byte aligned in a
+// memory-mapped file are returned as views of the mapping.
+type Viewer interface {
+	Reader
+	// ViewFloat32 is ReadFloat32 that may return the reader's own memory
+	// instead of a fresh slice; aliased says which. An aliased slice must
+	// not be written (a read-only mapping faults) and is valid only until
+	// Close, which unmaps it: a caller that keeps the values copies them.
+	// Other dtypes (F16, BF16) are converted once, into a fresh slice.
+	// Reading a mapping whose file was truncated underneath faults
+	// (SIGBUS); a caller that must survive it reads under
+	// debug.SetPanicOnFault.
+	ViewFloat32(name string) (v []float32, aliased bool, err error)
+	// Release says that the named tensor's view is not needed any more:
+	// the pages it lies on may be dropped from resident memory (they are
+	// read again from the file if touched, so a view stays valid until
+	// Close either way). A no-op for tensors that were not aliased.
+	Release(name string)
 }

@@ -35,6 +35,11 @@ type Weight interface{}
 // the model code and panic; an engine that lacks an op variant panics with
 // a message naming it (models check what they need when they are built).
 // Methods are safe for concurrent use.
+//
+// The upload methods (FromHost, Linear, Conv, Vector) must not keep the
+// slices they are given: they copy or repack them before returning. The
+// image loader relies on it: it passes views of a memory-mapped checkpoint
+// and unmaps the file once the model is built.
 type Engine interface {
 	// Name says which engine this is ("cpu").
 	Name() string

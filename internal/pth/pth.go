@@ -10,6 +10,12 @@
 // other global is refused by name. Tensor data is never read at Open: the
 // storages of the selected (core) tensors are read lazily, straight from the
 // zip entries, so memory stays near the size of what is read.
+//
+// Open also maps the file read-only (on unix): ViewFloat32 then serves an
+// fp32 tensor stored uncompressed, contiguous and 4-byte aligned (torch.save
+// aligns every storage to 64 bytes) as a view of the mapping, without a
+// copy; BF16 and F16 tensors are converted once, straight from the mapping.
+// Views are valid until Close, which unmaps the file.
 package pth
 
 import (
@@ -25,8 +31,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/unitok/unitok/internal/ckpt"
+	"github.com/unitok/unitok/internal/mmapfile"
 )
 
 // maxPickleBytes bounds data.pkl; a state dict's pickle is well under a MiB
@@ -48,9 +56,13 @@ type Options struct {
 // File is an opened PyTorch zip checkpoint. It implements ckpt.Reader;
 // its read methods are safe for concurrent use.
 type File struct {
-	ra        io.ReaderAt
-	size      int64
-	closer    io.Closer
+	ra     io.ReaderAt
+	size   int64
+	closer io.Closer
+	// data is the whole file in memory when it can be viewed (a mapping
+	// when mapped is set, unmapped by Close; else nil: no views).
+	data      []byte
+	mapped    bool
 	archive   string // top folder inside the zip
 	bigEndian bool
 	entries   map[string]*zip.File // storage key -> entry
@@ -67,7 +79,10 @@ type File struct {
 	closed bool
 }
 
-var _ ckpt.Reader = (*File)(nil)
+var _ ckpt.Viewer = (*File)(nil)
+
+// hostLittle: views reinterpret little-endian bytes as native float32s.
+var hostLittle = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // Open opens path with the default core selection.
 func Open(path string) (*File, error) { return OpenWith(path, Options{}) }
@@ -89,6 +104,13 @@ func OpenWith(path string, opts Options) (*File, error) {
 		return nil, err
 	}
 	pf.closer = f
+	// Map the file for views; where mapping is not supported or fails,
+	// every read copies (through f).
+	if size := st.Size(); mmapfile.Supported && size > 0 && int64(int(size)) == size {
+		if m, err := mmapfile.Map(f, int(size)); err == nil {
+			pf.data, pf.mapped = m, true
+		}
+	}
 	return pf, nil
 }
 
@@ -628,18 +650,107 @@ func (f *File) ReadRaw(name string) ([]byte, ckpt.Info, error) {
 }
 
 // ReadFloat32 returns the named tensor as float32 (from F32, F16, BF16 or
-// F64), row-major and contiguous. Integer tensors are refused; read them
-// with ReadInt64.
+// F64), row-major and contiguous, in a fresh slice. Integer tensors are
+// refused; read them with ReadInt64.
 func (f *File) ReadFloat32(name string) ([]float32, error) {
-	b, info, err := f.ReadRaw(name)
-	if err != nil {
-		return nil, err
+	v, _, err := f.float32s(name, false)
+	return v, err
+}
+
+// ViewFloat32 is ReadFloat32 without the copy where the file is mapped and
+// the tensor is F32, stored uncompressed, contiguous, little-endian and
+// 4-byte aligned: the result is then a view of the mapping (aliased true),
+// read-only and valid until Close. Other tensors are converted (or copied)
+// once into a fresh slice, from the mapping when there is one. Reading the
+// mapping of a file truncated underneath faults (SIGBUS): callers that
+// must survive that run under debug.SetPanicOnFault.
+func (f *File) ViewFloat32(name string) (v []float32, aliased bool, err error) {
+	return f.float32s(name, true)
+}
+
+// Release drops the resident pages of the named tensor's bytes in the
+// mapping (see ckpt.Viewer); its views stay valid. A no-op when the file is
+// not mapped.
+func (f *File) Release(name string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed || !f.mapped {
+		return
 	}
-	out, err := toFloat32(b, string(info.DType))
-	if err != nil {
-		return nil, fmt.Errorf("pth: tensor %s: %w", name, err)
+	if t, ok := f.byName[name]; ok {
+		if lo, n, ok := f.mappedRange(t); ok {
+			mmapfile.Release(f.data, int(lo), int(n))
+		}
 	}
-	return out, nil
+}
+
+func (f *File) float32s(name string, view bool) ([]float32, bool, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.closed {
+		return nil, false, fmt.Errorf("pth: tensor %s: file is closed", name)
+	}
+	t, ok := f.byName[name]
+	if !ok {
+		return nil, false, fmt.Errorf("pth: no tensor %s in the checkpoint", name)
+	}
+	dt := t.Storage.DType
+	// Copies (ReadFloat32) are read with pread, as before there was a
+	// mapping: a file truncated underneath gives an error, not a fault
+	// (views are read inside the image loader's fault guard).
+	if lo, n, ok := f.mappedRange(t); ok && view {
+		b := f.data[lo : lo+n : lo+n]
+		zf := f.entries[t.Storage.Key]
+		if uint64(n) == zf.UncompressedSize64 && crc32.ChecksumIEEE(b) != zf.CRC32 {
+			return nil, false, fmt.Errorf("pth: tensor %s: entry %s: CRC-32 mismatch: the file is corrupted", name, zf.Name)
+		}
+		if dt == "F32" && uintptr(unsafe.Pointer(unsafe.SliceData(b)))%4 == 0 {
+			return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(b))), n/4), true, nil
+		}
+		out, err := toFloat32(b, dt) // converted once, from the mapping
+		if err != nil {
+			return nil, false, fmt.Errorf("pth: tensor %s: %w", name, err)
+		}
+		if f.mapped {
+			mmapfile.Release(f.data, int(lo), int(n)) // copied out
+		}
+		return out, false, nil
+	}
+	b, err := f.readTensor(t)
+	if err != nil {
+		return nil, false, fmt.Errorf("pth: tensor %s: %w", name, err)
+	}
+	out, err := toFloat32(b, dt)
+	if err != nil {
+		return nil, false, fmt.Errorf("pth: tensor %s: %w", name, err)
+	}
+	return out, false, nil
+}
+
+// mappedRange locates tensor t's bytes in f.data when they can be used in
+// place: the file is in memory, the tensor a non-empty contiguous view of a
+// stored (uncompressed) entry, the archive and the host little-endian.
+// Anything else is read through readTensor, which also reports what is
+// wrong with it.
+func (f *File) mappedRange(t *Tensor) (lo, n int64, ok bool) {
+	if f.data == nil || f.bigEndian || !hostLittle || !t.Contiguous() {
+		return 0, 0, false
+	}
+	zf := f.entries[t.Storage.Key]
+	span, err := t.span()
+	if err != nil || span == 0 || zf.Method != zip.Store || zf.CompressedSize64 != zf.UncompressedSize64 || f.checkEntry(zf) != nil {
+		return 0, 0, false
+	}
+	es := elemSize(t.Storage.DType)
+	off, n := t.Offset*es, span*es
+	if off < 0 || uint64(off+n) > zf.UncompressedSize64 {
+		return 0, 0, false
+	}
+	start, err := zf.DataOffset()
+	if err != nil || start+off+n > int64(len(f.data)) {
+		return 0, 0, false
+	}
+	return start + off, n, true
 }
 
 // ReadInt64 returns an integer or bool tensor as int64, row-major.
@@ -834,8 +945,15 @@ func (f *File) Close() error {
 		return nil
 	}
 	f.closed = true
-	if f.closer != nil {
-		return f.closer.Close()
+	var err error
+	if f.mapped {
+		err = mmapfile.Unmap(f.data)
 	}
-	return nil
+	f.data, f.mapped = nil, false
+	if f.closer != nil {
+		if cerr := f.closer.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
 }

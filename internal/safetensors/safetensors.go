@@ -20,6 +20,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"unsafe"
 
 	"github.com/unitok/unitok/internal/atomicfile"
 	"github.com/unitok/unitok/internal/ckpt"
@@ -62,7 +63,10 @@ type File struct {
 	closed  bool
 }
 
-var _ ckpt.Reader = (*File)(nil)
+var _ ckpt.Viewer = (*File)(nil)
+
+// hostLittle: views reinterpret little-endian bytes as native float32s.
+var hostLittle = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // Open memory-maps and validates a safetensors file.
 func Open(path string) (*File, error) {
@@ -276,6 +280,35 @@ func (f *File) Raw(name string) ([]byte, error) {
 	return f.data[e.begin:e.end:e.end], nil
 }
 
+// ViewFloat32 returns an F32 tensor whose data is 4-byte aligned as a view
+// of the file's bytes (aliased true; read-only, valid until Close, which
+// unmaps a mapped file); anything else as ReadFloat32 does, converted once.
+func (f *File) ViewFloat32(name string) (v []float32, aliased bool, err error) {
+	raw, err := f.Raw(name)
+	if err != nil {
+		return nil, false, err
+	}
+	info := f.entries[f.byName[name]].info
+	if info.DType == "F32" && hostLittle && len(raw) > 0 && uintptr(unsafe.Pointer(unsafe.SliceData(raw)))%4 == 0 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(raw))), len(raw)/4), true, nil
+	}
+	v, err = f.ReadFloat32(name)
+	return v, false, err
+}
+
+// Release drops the resident pages of the named tensor's bytes when the
+// file is mapped (see ckpt.Viewer); views stay valid until Close.
+func (f *File) Release(name string) {
+	if f.closed || f.mapped == nil {
+		return
+	}
+	if i, ok := f.byName[name]; ok {
+		e := f.entries[i]
+		base := len(f.mapped) - len(f.data) // the data buffer ends the file
+		mmapfile.Release(f.mapped, base+e.begin, e.end-e.begin)
+	}
+}
+
 // ReadFloat32 returns the named tensor converted to float32 from F32, F16 or
 // BF16, in a new slice. Other dtypes are an error naming tensor and dtype.
 func (f *File) ReadFloat32(name string) ([]float32, error) {
@@ -303,6 +336,7 @@ func (f *File) ReadFloat32(name string) ([]float32, error) {
 	default:
 		return nil, fmt.Errorf("tensor %s has dtype %s; only F32, F16 and BF16 convert to float32", name, info.DType)
 	}
+	f.Release(name) // copied out: the mapped pages need not stay resident
 	return out, nil
 }
 
