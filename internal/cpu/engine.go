@@ -240,7 +240,9 @@ func geluErf(v float32) float32 {
 	return float32(0.5 * x * (1 + math.Erf(x*(1/math.Sqrt2))))
 }
 
-// GeGLU: gelu_tanh(gate) * value.
+// GeGLU: gelu_tanh(gate) * value (kern.GeGLU), into a new tensor: each
+// piece of gate is copied to the output while it is in cache and
+// overwritten there, so neither input is modified.
 func (e *Engine) GeGLU(gate, value engine.Tensor) engine.Tensor {
 	g, v := tens(gate), tens(value)
 	if g.S != v.S {
@@ -248,8 +250,10 @@ func (e *Engine) GeGLU(gate, value engine.Tensor) engine.Tensor {
 	}
 	out := newTensor(g.S)
 	kern.ParallelFor(len(g.D), 1<<14, e.threads(), func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			out.D[i] = geluTanh32(g.D[i]) * v.D[i]
+		for c0 := lo; c0 < hi; c0 += 2048 {
+			c1 := min(c0+2048, hi)
+			copy(out.D[c0:c1], g.D[c0:c1])
+			kern.GeGLU(out.D[c0:c1], v.D[c0:c1])
 		}
 	})
 	return out

@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/unitok/unitok/internal/engine"
@@ -105,5 +106,26 @@ func BenchmarkConv3x3(b *testing.B) {
 			}
 			b.ReportMetric(float64(HW*HW*C*C*9*2)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+	}
+}
+
+// GeGLU writes a new tensor (odd length: vector body and scalar tail) and
+// leaves both inputs as they were.
+func TestGeGLUKeepsInputs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	s := engine.Shape{B: 1, H: 3, W: 7, C: 2001}
+	e := New(3)
+	g, v := randSlice(rng, s.Elems()), randSlice(rng, s.Elems())
+	gt, vt := e.FromHost(g, s), e.FromHost(v, s)
+	y := e.ToHost(e.GeGLU(gt, vt))
+	if !slices.Equal(e.ToHost(gt), g) || !slices.Equal(e.ToHost(vt), v) {
+		t.Fatal("GeGLU modified its inputs")
+	}
+	for i := range y {
+		x := float64(g[i])
+		want := 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x))) * float64(v[i])
+		if math.Abs(float64(y[i])-want) > 1e-6*(math.Abs(x*float64(v[i]))+1e-30) {
+			t.Fatalf("GeGLU[%d] = %g, want %g", i, y[i], want)
+		}
 	}
 }
