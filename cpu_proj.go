@@ -1,7 +1,6 @@
 package unitok
 
 import (
-	"math"
 	"sync"
 
 	"github.com/unitok/unitok/internal/cpu"
@@ -88,46 +87,14 @@ func (b *cpuBackend) project(p *AttnProjection, s *projScratch, dst, x []float32
 func geluTanh(x float32) float32 { return kern.GeluTanh(x) }
 
 // layerNorm normalizes each of R rows of x (width len(ln.Weight)) into dst
-// (which may alias x): biased variance, statistics in float64 (four
-// partial sums each, so the adds pipeline).
+// (which may alias x) with kern.LayerNorm: biased variance, float32
+// statistics (corrected two-pass) as PyTorch's CPU LayerNorm.
 func layerNorm(dst, x []float32, R int, ln *LayerNorm, threads int) {
 	n := len(ln.Weight)
 	w, bias := ln.Weight, ln.Bias[:n]
 	parallelFor(R, 16, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
-			row := x[r*n : (r+1)*n]
-			var m0, m1, m2, m3 float64
-			i := 0
-			for ; i+4 <= n; i += 4 {
-				m0 += float64(row[i])
-				m1 += float64(row[i+1])
-				m2 += float64(row[i+2])
-				m3 += float64(row[i+3])
-			}
-			for ; i < n; i++ {
-				m0 += float64(row[i])
-			}
-			mean := ((m0 + m1) + (m2 + m3)) / float64(n)
-			var v0, v1, v2, v3 float64
-			i = 0
-			for ; i+4 <= n; i += 4 {
-				d0, d1 := float64(row[i])-mean, float64(row[i+1])-mean
-				d2, d3 := float64(row[i+2])-mean, float64(row[i+3])-mean
-				v0 += d0 * d0
-				v1 += d1 * d1
-				v2 += d2 * d2
-				v3 += d3 * d3
-			}
-			for ; i < n; i++ {
-				d := float64(row[i]) - mean
-				v0 += d * d
-			}
-			vr := ((v0 + v1) + (v2 + v3)) / float64(n)
-			inv := 1 / math.Sqrt(vr+float64(ln.Eps))
-			out := dst[r*n : (r+1)*n]
-			for i, v := range row {
-				out[i] = float32((float64(v)-mean)*inv)*w[i] + bias[i]
-			}
+			kern.LayerNorm(dst[r*n:(r+1)*n], x[r*n:(r+1)*n], w, bias, ln.Eps)
 		}
 	})
 }

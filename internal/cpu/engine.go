@@ -188,7 +188,7 @@ func (e *Engine) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) eng
 	return dst
 }
 
-// LayerNorm over channels, float64 statistics.
+// LayerNorm over channels (kern.LayerNorm per position).
 func (e *Engine) LayerNorm(x engine.Tensor, weight, bias engine.Weight, eps float32) engine.Tensor {
 	xt := tens(x)
 	g, b := weightAs[vector](weight, "LayerNorm"), weightAs[vector](bias, "LayerNorm")
@@ -197,47 +197,21 @@ func (e *Engine) LayerNorm(x engine.Tensor, weight, bias engine.Weight, eps floa
 		panic(fmt.Sprintf("cpu engine: LayerNorm over %d channels with %d/%d parameters", C, len(g), len(b)))
 	}
 	out := newTensor(xt.S)
-	kern.ParallelFor(xt.S.Rows(), 64, e.threads(), func(_, lo, hi int) {
+	kern.ParallelFor(xt.S.Rows(), max(1, 16384/max(C, 1)), e.threads(), func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
-			layerNormRow(out.D[r*C:(r+1)*C], xt.D[r*C:(r+1)*C], g, b, eps)
+			kern.LayerNorm(out.D[r*C:(r+1)*C], xt.D[r*C:(r+1)*C], g, b, eps)
 		}
 	})
 	return out
 }
 
-func layerNormRow(dst, x, g, b []float32, eps float32) {
-	var s float64
-	for _, v := range x {
-		s += float64(v)
-	}
-	mean := s / float64(len(x))
-	var q float64
-	for _, v := range x {
-		d := float64(v) - mean
-		q += d * d
-	}
-	rstd := float32(1 / math.Sqrt(q/float64(len(x))+float64(eps)))
-	m := float32(mean)
-	for i, v := range x {
-		dst[i] = (v-m)*rstd*g[i] + b[i]
-	}
-}
-
-// GELU (erf) in place.
+// GELU (erf) in place (kern.GeluErf).
 func (e *Engine) GELU(x engine.Tensor) engine.Tensor {
 	xt := tens(x)
 	kern.ParallelFor(len(xt.D), 1<<14, e.threads(), func(_, lo, hi int) {
-		for i, v := range xt.D[lo:hi] {
-			xt.D[lo+i] = geluErf32(v)
-		}
+		kern.GeluErf(xt.D[lo:hi])
 	})
 	return x
-}
-
-// geluErf is the float64 reference GELU (erf), for tests.
-func geluErf(v float32) float32 {
-	x := float64(v)
-	return float32(0.5 * x * (1 + math.Erf(x*(1/math.Sqrt2))))
 }
 
 // GeGLU: gelu_tanh(gate) * value (kern.GeGLU), into a new tensor: each
