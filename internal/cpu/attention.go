@@ -38,6 +38,9 @@ type AttnScratch struct {
 
 type attnWorker struct {
 	sc []float32
+	kt []float32 // tile path: K^T of the current head, hd x ceil16(N)
+	vc []float32 // tile path: V of the current head, N x hd
+	qc []float32 // tile path: Q of the current head, N x hd
 	// kp, vp: full attention packs one K and one V per head; causal packs
 	// them per block of attnBlock keys.
 	kp, vp []*kern.Packed
@@ -97,6 +100,17 @@ func MultiHeadAttention(dst []float32, ldd int, qkv []float32, ldq int, nb, N, h
 	for len(s.w) < workers {
 		s.w = append(s.w, attnWorker{})
 	}
+	if kern.TileFast() && hd%kern.TileCols == 0 {
+		kern.ParallelFor(nb*heads, 1, workers, func(wk, lo, hi int) {
+			ws := &s.w[wk]
+			for item := lo; item < hi; item++ {
+				img, h := item/heads, item%heads
+				r0 := img * N
+				ws.headTiles(dst[r0*ldd+h*hd:], ldd, qkv[r0*ldq+h*hd:], ldq, W, N, hd, scale, causal)
+			}
+		})
+		return
+	}
 	kern.ParallelFor(nb*heads, 1, workers, func(wk, lo, hi int) {
 		ws := &s.w[wk]
 		if len(ws.sc) < qb*N {
@@ -154,4 +168,84 @@ func MultiHeadAttention(dst []float32, ldd int, qkv []float32, ldq int, nb, N, h
 			}
 		}
 	})
+}
+
+// headTiles is one head's attention on kern.Tile, per tile of up to
+// kern.TileRows queries: scores against K^T (transposed once per head,
+// keys padded to a multiple of 16 with zeros), the row softmax, then the
+// tile's output (Q and V copied out of qkv once per head). The score tile stays in L1; causal tiles stop at their last query's key
+// (rounded up to 16 for the scores).
+func (ws *attnWorker) headTiles(o []float32, ldd int, q []float32, ldq, W, N, hd int, scale float32, causal bool) {
+	const tr, tc = kern.TileRows, kern.TileCols
+	Np := (N + tc - 1) / tc * tc
+	if len(ws.kt) < hd*Np {
+		ws.kt = make([]float32, hd*Np)
+	}
+	if len(ws.sc) < tr*Np {
+		ws.sc = make([]float32, tr*Np)
+	}
+	kt := ws.kt[:hd*Np]
+	k := q[W:]
+	transposeRows(kt, Np, k, ldq, N, hd)
+	if Np > N {
+		for d := 0; d < hd; d++ {
+			clear(kt[d*Np+N : (d+1)*Np])
+		}
+	}
+	// Q and V rows are ldq apart in qkv (each on its own page when ldq
+	// is large, and in memory rather than cache for a large chunk):
+	// contiguous copies, made with many loads in flight, keep the tiles'
+	// operands streaming from L2.
+	if len(ws.vc) < N*hd {
+		ws.vc = make([]float32, N*hd)
+		ws.qc = make([]float32, N*hd)
+	}
+	v, qc := ws.vc[:N*hd], ws.qc[:N*hd]
+	for j := 0; j < N; j++ {
+		copy(qc[j*hd:(j+1)*hd], q[j*ldq:])
+		copy(v[j*hd:(j+1)*hd], q[2*W+j*ldq:])
+	}
+	S := ws.sc[:tr*Np]
+	for i0 := 0; i0 < N; i0 += tr {
+		rows := min(tr, N-i0)
+		L := N
+		if causal {
+			L = i0 + rows
+		}
+		Lc := (L + tc - 1) / tc * tc
+		kern.Tile(S, Np, qc[i0*hd:], hd, kt, Np, rows, hd, Lc)
+		for r := 0; r < rows; r++ {
+			x := S[r*Np : r*Np+L]
+			valid := L
+			if causal {
+				valid = i0 + r + 1
+			}
+			kern.Softmax(x[:valid], scale)
+			clear(x[valid:])
+		}
+		kern.Tile(o[i0*ldd:], ldd, S, Np, v, hd, rows, L, hd)
+	}
+}
+
+// transposeRows writes dst[d*ldd+j] = src[j*lds+d] for j < n, d < m: 8
+// source rows at a time, so each destination row gets 32 contiguous bytes
+// per visit.
+func transposeRows(dst []float32, ldd int, src []float32, lds, n, m int) {
+	j := 0
+	for ; j+8 <= n; j += 8 {
+		r0, r1 := src[j*lds:j*lds+m], src[(j+1)*lds:(j+1)*lds+m]
+		r2, r3 := src[(j+2)*lds:(j+2)*lds+m], src[(j+3)*lds:(j+3)*lds+m]
+		r4, r5 := src[(j+4)*lds:(j+4)*lds+m], src[(j+5)*lds:(j+5)*lds+m]
+		r6, r7 := src[(j+6)*lds:(j+6)*lds+m], src[(j+7)*lds:(j+7)*lds+m]
+		for d := range r0 {
+			o := dst[d*ldd+j : d*ldd+j+8]
+			o[0], o[1], o[2], o[3] = r0[d], r1[d], r2[d], r3[d]
+			o[4], o[5], o[6], o[7] = r4[d], r5[d], r6[d], r7[d]
+		}
+	}
+	for ; j < n; j++ {
+		for d, v := range src[j*lds : j*lds+m] {
+			dst[d*ldd+j] = v
+		}
+	}
 }

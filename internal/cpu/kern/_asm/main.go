@@ -378,6 +378,7 @@ func main() {
 	peak(avx2, 12)
 	vec()
 	rowOps()
+	tiles()
 	if err := os.WriteFile(*outPath, out.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}

@@ -234,3 +234,88 @@ TEXT ·geluErfAVX2(SB), NOSPLIT, $0-16
 	p("RET")
 	out.WriteString("\n")
 }
+
+// tile writes tileAVX2x<mr>: C (mr x 16*nc) = A (mr x k) B (k x 16*nc),
+// every operand row-major with its own row stride (in floats), nothing
+// packed: for each 16-column chunk, 2*mr accumulators (Y0..), the B row in
+// Y12-Y13, A broadcast from its mr rows into Y14/Y15 alternately.
+func tile(mr int) {
+	name := fmt.Sprintf("tileAVX2x%d", mr)
+	acc := func(i, j int) string { return fmt.Sprintf("Y%d", 2*i+j) }
+	// Row i of a (R10 = row 0, R11 = row 3) or c (DX, R10 = row 3).
+	row := func(base0, base3, stride string, i int) string {
+		b := base0
+		if i >= 3 {
+			b, i = base3, i-3
+		}
+		if i == 0 {
+			return "(" + b + ")"
+		}
+		return fmt.Sprintf("(%s)(%s*%d)", b, stride, i)
+	}
+	fmt.Fprintf(&out, "// func %s(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)\n", name)
+	fmt.Fprintf(&out, "TEXT ·%s(SB), NOSPLIT, $0-64\n", name)
+	p("MOVQ k+0(FP), CX")
+	p("MOVQ a+8(FP), AX")
+	p("MOVQ lda+16(FP), R8")
+	p("SHLQ $2, R8")
+	p("MOVQ b+24(FP), BX")
+	p("MOVQ ldb+32(FP), SI")
+	p("SHLQ $2, SI")
+	p("MOVQ c+40(FP), DX")
+	p("MOVQ ldc+48(FP), DI")
+	p("SHLQ $2, DI")
+	p("MOVQ nc+56(FP), R9")
+	p("TESTQ R9, R9")
+	p("JEQ %s_done", name)
+	label(name + "_chunk")
+	for i := 0; i < mr; i++ {
+		for j := 0; j < 2; j++ {
+			p("VXORPS %s, %s, %s", acc(i, j), acc(i, j), acc(i, j))
+		}
+	}
+	p("MOVQ AX, R10")
+	p("LEAQ (AX)(R8*2), R11")
+	p("ADDQ R8, R11")
+	p("MOVQ BX, R12")
+	p("MOVQ CX, R13")
+	p("TESTQ R13, R13")
+	p("JEQ %s_store", name)
+	label(name + "_k")
+	p("VMOVUPS (R12), Y12")
+	p("VMOVUPS 32(R12), Y13")
+	for i := 0; i < mr; i++ {
+		bc := fmt.Sprintf("Y%d", 14+i%2)
+		p("VBROADCASTSS %s, %s", row("R10", "R11", "R8", i), bc)
+		p("VFMADD231PS %s, Y12, %s", bc, acc(i, 0))
+		p("VFMADD231PS %s, Y13, %s", bc, acc(i, 1))
+	}
+	p("ADDQ $4, R10")
+	p("ADDQ $4, R11")
+	p("ADDQ SI, R12")
+	p("DECQ R13")
+	p("JNZ %s_k", name)
+	label(name + "_store")
+	p("LEAQ (DX)(DI*2), R10")
+	p("ADDQ DI, R10")
+	for i := 0; i < mr; i++ {
+		r := row("DX", "R10", "DI", i)
+		p("VMOVUPS %s, %s", acc(i, 0), r)
+		// 32 bytes further: the same addressing with a displacement.
+		p("VMOVUPS %s, 32%s", acc(i, 1), r)
+	}
+	p("ADDQ $64, BX")
+	p("ADDQ $64, DX")
+	p("DECQ R9")
+	p("JNZ %s_chunk", name)
+	label(name + "_done")
+	p("VZEROUPPER")
+	p("RET")
+	out.WriteString("\n")
+}
+
+func tiles() {
+	for mr := 1; mr <= 6; mr++ {
+		tile(mr)
+	}
+}
