@@ -50,13 +50,15 @@ func refAttention(qkv []float32, ldq, nb, N, heads, hd int, causal bool) []float
 }
 
 // TestMultiHeadAttention checks full and causal attention against float64
-// on every kernel level, at sequence lengths that leave partial query and
-// key blocks, with padded row strides; and that the result is bitwise the
-// same for 1, 2 and 5 threads and with reused scratch.
+// on every kernel level (head widths that are a multiple of 16 take the
+// kern.Tile path on vector levels, the others kern.Gemm), at sequence
+// lengths that leave partial query tiles and key blocks, with padded row
+// strides; and that the result is bitwise the same for 1, 2 and 5 threads
+// and with reused scratch.
 func TestMultiHeadAttention(t *testing.T) {
 	for _, l := range kern.Supported() {
 		prev := kern.SetLevel(l)
-		for _, tc := range []struct{ nb, N, heads, hd int }{{2, 200, 3, 40}, {1, 64, 2, 64}, {3, 9, 2, 5}, {1, 130, 1, 33}} {
+		for _, tc := range []struct{ nb, N, heads, hd int }{{2, 200, 3, 40}, {1, 64, 2, 64}, {3, 9, 2, 5}, {1, 130, 1, 33}, {2, 77, 2, 32}, {1, 3, 1, 16}} {
 			for _, causal := range []bool{false, true} {
 				name := fmt.Sprintf("%v/nb%d_N%d_h%d_hd%d_causal%v", l, tc.nb, tc.N, tc.heads, tc.hd, causal)
 				W := tc.heads * tc.hd
