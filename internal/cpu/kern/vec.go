@@ -24,32 +24,42 @@ var vecs [AVX512 + 1]*vecOps
 // Softmax replaces x with softmax(x * scale), scale > 0: exp(x*scale - m)
 // normalized by its sum, m the largest x*scale. The vector levels form
 // each argument with one fused rounding and use a Cephes-style expf within
-// 2 ulp of exp; Generic rounds x*scale, then subtracts, then exp in float64.
+// 2 ulp of exp (every element, the tail past a multiple of 8 too); Generic
+// rounds x*scale, then subtracts, then exp in float64.
 func Softmax(x []float32, scale float32) {
 	if len(x) == 0 {
 		return
 	}
 	v := vecs[level]
-	n8 := len(x) &^ 7
-	if v == nil || n8 == 0 {
+	if v == nil {
 		softmaxGeneric(x, scale)
 		return
 	}
-	mx := v.max(x[:n8])
-	for _, e := range x[n8:] {
-		mx = max(mx, e)
+	// The last len(x) % 8 values go through the vector code too, in a
+	// block padded with -Inf: exp of a padding argument clamps to about
+	// 1e-38, which vanishes in a sum of at least 1 (the maximum's term).
+	n8 := len(x) &^ 7
+	var tail [8]float32
+	nt := copy(tail[:], x[n8:])
+	for i := nt; i < 8; i++ {
+		tail[i] = float32(math.Inf(-1))
+	}
+	mx := v.max(tail[:])
+	if n8 > 0 {
+		mx = max(mx, v.max(x[:n8]))
 	}
 	shift := mx * scale
-	sum := v.expShift(x[:n8], scale, shift)
-	for i := n8; i < len(x); i++ {
-		e := float32(math.Exp(float64(float32(math.FMA(float64(x[i]), float64(scale), -float64(shift))))))
-		x[i] = e
-		sum += e
+	var sum float32
+	if n8 > 0 {
+		sum = v.expShift(x[:n8], scale, shift)
 	}
+	sum += v.expShift(tail[:], scale, shift)
 	inv := 1 / sum
-	v.scale(x[:n8], inv)
-	for i := n8; i < len(x); i++ {
-		x[i] *= inv
+	if n8 > 0 {
+		v.scale(x[:n8], inv)
+	}
+	for i := range x[n8:] {
+		x[n8+i] = tail[i] * inv
 	}
 }
 
