@@ -122,3 +122,33 @@ func TestGeluErfMatchesFloat64(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkRowOps: the row kernels on L2-resident data, one thread.
+func BenchmarkRowOps(b *testing.B) {
+	x := make([]float32, 1<<14)
+	for i := range x {
+		x[i] = float32(i%2000)*0.004 - 4
+	}
+	g, bb, y := make([]float32, 1024), make([]float32, 1024), make([]float32, len(x))
+	b.Run("GeluErf", func(b *testing.B) {
+		b.SetBytes(int64(4 * len(x)))
+		for i := 0; i < b.N; i++ {
+			GeluErf(x)
+		}
+	})
+	b.Run("LayerNorm1024", func(b *testing.B) {
+		b.SetBytes(int64(4 * len(x)))
+		for i := 0; i < b.N; i++ {
+			for r := 0; r < len(x)/1024; r++ {
+				LayerNorm(y[r*1024:(r+1)*1024], x[r*1024:(r+1)*1024], g, bb, 1e-6)
+			}
+		}
+	})
+	b.Run("GeGLU", func(b *testing.B) {
+		b.SetBytes(int64(4 * len(x)))
+		for i := 0; i < b.N; i++ {
+			copy(y, x)
+			GeGLU(y, x)
+		}
+	})
+}
