@@ -30,8 +30,9 @@ func (e *Engine) Attention(qkv engine.Tensor, heads int) engine.Tensor {
 var attnPool = sync.Pool{New: func() any { return new(AttnScratch) }}
 
 // AttnScratch is MultiHeadAttention's reusable working memory (per worker:
-// a score block and the current head's K and V packed for kern.Gemm). The
-// zero value is ready; one AttnScratch serves one call at a time.
+// a score block and the current head's Q, K^T and V copies, or its K and V
+// packed for kern.Gemm). The zero value is ready; one AttnScratch serves
+// one call at a time.
 type AttnScratch struct {
 	w []attnWorker
 }
@@ -62,13 +63,15 @@ const attnFullRows, attnScores = 256, 1 << 16
 // dst[r*ldd+h*hd : r*ldd+(h+1)*hd]. Causal attention lets query i see keys
 // j <= i only.
 //
-// Each (image, head) is one task on one worker: K and V are packed straight
-// from qkv (no copies of Q, which the GEMM reads in place), then per block
-// of queries S = Q K^T, a row softmax of S / sqrt(hd) (kern.Softmax), and
-// S V into dst. Causal blocks compute only the key blocks up to their last
-// query, with K and V packed once per head in blocks of keys. Every value
-// is computed by one worker in a fixed order, so the result does not depend
-// on threads. s may be nil (then scratch is allocated for this call).
+// Each (image, head) is one task on one worker. On the vector levels with
+// hd a multiple of kern.TileCols it runs per tile of kern.TileRows queries
+// on kern.Tile (headTiles). Otherwise on kern.Gemm: K and V packed
+// straight from qkv (Q read in place), then per block of queries S = Q K^T,
+// a row softmax of S / sqrt(hd) (kern.Softmax) and S V into dst; causal
+// blocks compute only the key blocks up to their last query, with K and V
+// packed once per head in blocks of keys. Every value is computed by one
+// worker in a fixed order, so the result does not depend on threads. s may
+// be nil (then scratch is allocated for this call).
 func MultiHeadAttention(dst []float32, ldd int, qkv []float32, ldq int, nb, N, heads, hd int, causal bool, threads int, s *AttnScratch) {
 	W := heads * hd
 	if nb <= 0 || N <= 0 || W == 0 {
