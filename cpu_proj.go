@@ -1,31 +1,24 @@
 package unitok
 
 import (
-	"math"
 	"sync"
 
+	"github.com/unitok/unitok/internal/cpu"
 	"github.com/unitok/unitok/internal/cpu/kern"
 )
 
 // projScratch holds one chunk's intermediates for one AttnProjection.
 type projScratch struct {
 	rows  int
-	norm  []float32  // rows x In: norm1(x), later norm3(x)
-	qkv   []float32  // rows x 3W
-	attn  []float32  // rows x max(W, Out): head mean / concatenation, pooled
-	pool  []float32  // rows x Out: pooled head mean
-	h     []float32  // rows x Out: attn.proj output, then norm2/mlp.norm
-	g0    []float32  // rows x 2*Out
-	g1    []float32  // rows x 2*Out
-	aw    []attnWork // per attention worker scratch (grown on demand)
-	heads []float32  // rows x W: every head's output, for the head mean
-}
-
-// attnWork is one attention worker's scratch: the score block and K, V of
-// the current head packed for kern.Gemm (refilled in place).
-type attnWork struct {
-	sc     []float32
-	kp, vp *kern.Packed
+	norm  []float32       // rows x In: norm1(x), later norm3(x)
+	qkv   []float32       // rows x 3W
+	attn  []float32       // rows x max(W, Out): head mean / concatenation, pooled
+	pool  []float32       // rows x Out: pooled head mean
+	h     []float32       // rows x Out: attn.proj output, then norm2/mlp.norm
+	g0    []float32       // rows x 2*Out
+	g1    []float32       // rows x 2*Out
+	heads []float32       // rows x W: every head's output, for the head mean
+	mha   cpu.AttnScratch // attention workers' scratch
 }
 
 type projScratchPool struct {
@@ -94,46 +87,14 @@ func (b *cpuBackend) project(p *AttnProjection, s *projScratch, dst, x []float32
 func geluTanh(x float32) float32 { return kern.GeluTanh(x) }
 
 // layerNorm normalizes each of R rows of x (width len(ln.Weight)) into dst
-// (which may alias x): biased variance, statistics in float64 (four
-// partial sums each, so the adds pipeline).
+// (which may alias x) with kern.LayerNorm: biased variance, float32
+// statistics (corrected two-pass) as PyTorch's CPU LayerNorm.
 func layerNorm(dst, x []float32, R int, ln *LayerNorm, threads int) {
 	n := len(ln.Weight)
 	w, bias := ln.Weight, ln.Bias[:n]
 	parallelFor(R, 16, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
-			row := x[r*n : (r+1)*n]
-			var m0, m1, m2, m3 float64
-			i := 0
-			for ; i+4 <= n; i += 4 {
-				m0 += float64(row[i])
-				m1 += float64(row[i+1])
-				m2 += float64(row[i+2])
-				m3 += float64(row[i+3])
-			}
-			for ; i < n; i++ {
-				m0 += float64(row[i])
-			}
-			mean := ((m0 + m1) + (m2 + m3)) / float64(n)
-			var v0, v1, v2, v3 float64
-			i = 0
-			for ; i+4 <= n; i += 4 {
-				d0, d1 := float64(row[i])-mean, float64(row[i+1])-mean
-				d2, d3 := float64(row[i+2])-mean, float64(row[i+3])-mean
-				v0 += d0 * d0
-				v1 += d1 * d1
-				v2 += d2 * d2
-				v3 += d3 * d3
-			}
-			for ; i < n; i++ {
-				d := float64(row[i]) - mean
-				v0 += d * d
-			}
-			vr := ((v0 + v1) + (v2 + v3)) / float64(n)
-			inv := 1 / math.Sqrt(vr+float64(ln.Eps))
-			out := dst[r*n : (r+1)*n]
-			for i, v := range row {
-				out[i] = float32((float64(v)-mean)*inv)*w[i] + bias[i]
-			}
+			kern.LayerNorm(dst[r*n:(r+1)*n], x[r*n:(r+1)*n], w, bias, ln.Eps)
 		}
 	})
 }
@@ -173,26 +134,14 @@ func dot(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// attnQueryBlock is how many queries attentionGEMM scores at once.
-const attnQueryBlock = 64
-
-// attentionGEMM is attention as two kern GEMMs per (image, head) and block
-// of queries: S = Q K^T (K packed straight from qkv, keys as output
-// columns), a row softmax of S * hd^-0.5 (causal rows stop at the
-// diagonal), then P V (V packed from qkv with keys as k). Q is read in place
-// from qkv and each head's output written in place. Causal blocks compute
-// only the keys up to their last query. The head mean sums heads in order
-// 0..H-1, so the result does not depend on scheduling.
+// attentionGEMM is multi-head attention over qkv (nb images of N tokens,
+// internal/cpu's MultiHeadAttention, shared with the image path) into dst:
+// the heads side by side, or their mean when p.MeanHeads(). The head mean
+// sums heads in order 0..H-1, so the result does not depend on scheduling.
 func attentionGEMM(dst []float32, s *projScratch, qkv []float32, p *AttnProjection, nb, N int, causal bool, threads int) {
 	H, hd := p.Heads, p.HeadDim
 	W := H * hd
 	R := nb * N
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	qbN := min(attnQueryBlock, N)
-	workers := min(threads, nb*H)
-	for len(s.aw) < workers {
-		s.aw = append(s.aw, attnWork{})
-	}
 	heads := dst // concatenated heads go straight to dst
 	if p.MeanHeads() {
 		if len(s.heads) < R*W {
@@ -200,45 +149,7 @@ func attentionGEMM(dst []float32, s *projScratch, qkv []float32, p *AttnProjecti
 		}
 		heads = s.heads[:R*W]
 	}
-	parallelFor(nb*H, 1, workers, func(wk, lo, hi int) {
-		ws := &s.aw[wk]
-		if len(ws.sc) < qbN*N {
-			ws.sc = make([]float32, qbN*N)
-		}
-		for item := lo; item < hi; item++ {
-			img, h := item/H, item%H
-			base := img * N
-			q := qkv[base*3*W+h*hd:]
-			k := qkv[base*3*W+W+h*hd:]
-			v := qkv[base*3*W+2*W+h*hd:]
-			if !causal {
-				ws.kp = kern.PackStrided(ws.kp, k, N, hd, 3*W, 1)
-				ws.vp = kern.PackStrided(ws.vp, v, hd, N, 1, 3*W)
-			}
-			for i0 := 0; i0 < N; i0 += qbN {
-				i1 := min(i0+qbN, N)
-				rows := i1 - i0
-				L := N
-				if causal {
-					L = i1
-					ws.kp = kern.PackStrided(ws.kp, k, L, hd, 3*W, 1)
-					ws.vp = kern.PackStrided(ws.vp, v, hd, L, 1, 3*W)
-				}
-				S := ws.sc[:rows*L]
-				kern.Gemm(S, L, q[i0*3*W:], 3*W, rows, ws.kp, nil, false, 1)
-				for r := 0; r < rows; r++ {
-					x := S[r*L : (r+1)*L]
-					valid := L
-					if causal {
-						valid = i0 + r + 1
-					}
-					kern.Softmax(x[:valid], scale)
-					clear(x[valid:])
-				}
-				kern.Gemm(heads[(base+i0)*W+h*hd:], W, S, L, rows, ws.vp, nil, false, 1)
-			}
-		}
-	})
+	cpu.MultiHeadAttention(heads, W, qkv, 3*W, nb, N, H, hd, causal, threads, &s.mha)
 	if p.MeanHeads() {
 		invH := float32(H)
 		parallelFor(R, 64, threads, func(_, lo, hi int) {

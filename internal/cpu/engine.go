@@ -193,7 +193,7 @@ func (e *Engine) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) eng
 	return dst
 }
 
-// LayerNorm over channels, float64 statistics.
+// LayerNorm over channels (kern.LayerNorm per position).
 func (e *Engine) LayerNorm(x engine.Tensor, weight, bias engine.Weight, eps float32) engine.Tensor {
 	xt := tens(x)
 	g, b := weightAs[vector](weight, "LayerNorm"), weightAs[vector](bias, "LayerNorm")
@@ -201,60 +201,38 @@ func (e *Engine) LayerNorm(x engine.Tensor, weight, bias engine.Weight, eps floa
 	if len(g) != C || len(b) != C {
 		panic(fmt.Sprintf("cpu engine: LayerNorm over %d channels with %d/%d parameters", C, len(g), len(b)))
 	}
-	out := newTensor(xt.S)
-	kern.ParallelFor(xt.S.Rows(), 64, e.threads(), func(_, lo, hi int) {
+	out := e.tensor(xt.S) // every row written
+	kern.ParallelFor(xt.S.Rows(), max(1, 16384/max(C, 1)), e.threads(), func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
-			layerNormRow(out.D[r*C:(r+1)*C], xt.D[r*C:(r+1)*C], g, b, eps)
+			kern.LayerNorm(out.D[r*C:(r+1)*C], xt.D[r*C:(r+1)*C], g, b, eps)
 		}
 	})
 	return out
 }
 
-func layerNormRow(dst, x, g, b []float32, eps float32) {
-	var s float64
-	for _, v := range x {
-		s += float64(v)
-	}
-	mean := s / float64(len(x))
-	var q float64
-	for _, v := range x {
-		d := float64(v) - mean
-		q += d * d
-	}
-	rstd := float32(1 / math.Sqrt(q/float64(len(x))+float64(eps)))
-	m := float32(mean)
-	for i, v := range x {
-		dst[i] = (v-m)*rstd*g[i] + b[i]
-	}
-}
-
-// GELU (erf) in place.
+// GELU (erf) in place (kern.GeluErf).
 func (e *Engine) GELU(x engine.Tensor) engine.Tensor {
 	xt := tens(x)
 	kern.ParallelFor(len(xt.D), 1<<14, e.threads(), func(_, lo, hi int) {
-		for i, v := range xt.D[lo:hi] {
-			xt.D[lo+i] = geluErf32(v)
-		}
+		kern.GeluErf(xt.D[lo:hi])
 	})
 	return x
 }
 
-// geluErf is the float64 reference GELU (erf), for tests.
-func geluErf(v float32) float32 {
-	x := float64(v)
-	return float32(0.5 * x * (1 + math.Erf(x*(1/math.Sqrt2))))
-}
-
-// GeGLU: gelu_tanh(gate) * value.
+// GeGLU: gelu_tanh(gate) * value (kern.GeGLU), into a new tensor: each
+// piece of gate is copied to the output while it is in cache and
+// overwritten there, so neither input is modified.
 func (e *Engine) GeGLU(gate, value engine.Tensor) engine.Tensor {
 	g, v := tens(gate), tens(value)
 	if g.S != v.S {
 		panic(fmt.Sprintf("cpu engine: GeGLU shapes %+v and %+v", g.S, v.S))
 	}
-	out := newTensor(g.S)
+	out := e.tensor(g.S) // every value written
 	kern.ParallelFor(len(g.D), 1<<14, e.threads(), func(_, lo, hi int) {
-		for i := lo; i < hi; i++ {
-			out.D[i] = geluTanh32(g.D[i]) * v.D[i]
+		for c0 := lo; c0 < hi; c0 += 2048 {
+			c1 := min(c0+2048, hi)
+			copy(out.D[c0:c1], g.D[c0:c1])
+			kern.GeGLU(out.D[c0:c1], v.D[c0:c1])
 		}
 	})
 	return out

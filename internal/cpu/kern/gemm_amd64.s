@@ -985,3 +985,747 @@ geglu_done:
 	VZEROUPPER
 	RET
 
+DATA rowconst<>+0(SB)/4, $0x3f3504f3
+DATA rowconst<>+4(SB)/4, $0x3f3504f3
+DATA rowconst<>+8(SB)/4, $0x3f3504f3
+DATA rowconst<>+12(SB)/4, $0x3f3504f3
+DATA rowconst<>+16(SB)/4, $0x3f3504f3
+DATA rowconst<>+20(SB)/4, $0x3f3504f3
+DATA rowconst<>+24(SB)/4, $0x3f3504f3
+DATA rowconst<>+28(SB)/4, $0x3f3504f3
+DATA rowconst<>+32(SB)/4, $0x3f000000
+DATA rowconst<>+36(SB)/4, $0x3f000000
+DATA rowconst<>+40(SB)/4, $0x3f000000
+DATA rowconst<>+44(SB)/4, $0x3f000000
+DATA rowconst<>+48(SB)/4, $0x3f000000
+DATA rowconst<>+52(SB)/4, $0x3f000000
+DATA rowconst<>+56(SB)/4, $0x3f000000
+DATA rowconst<>+60(SB)/4, $0x3f000000
+DATA rowconst<>+64(SB)/4, $0xc0800000
+DATA rowconst<>+68(SB)/4, $0xc0800000
+DATA rowconst<>+72(SB)/4, $0xc0800000
+DATA rowconst<>+76(SB)/4, $0xc0800000
+DATA rowconst<>+80(SB)/4, $0xc0800000
+DATA rowconst<>+84(SB)/4, $0xc0800000
+DATA rowconst<>+88(SB)/4, $0xc0800000
+DATA rowconst<>+92(SB)/4, $0xc0800000
+DATA rowconst<>+96(SB)/4, $0x40800000
+DATA rowconst<>+100(SB)/4, $0x40800000
+DATA rowconst<>+104(SB)/4, $0x40800000
+DATA rowconst<>+108(SB)/4, $0x40800000
+DATA rowconst<>+112(SB)/4, $0x40800000
+DATA rowconst<>+116(SB)/4, $0x40800000
+DATA rowconst<>+120(SB)/4, $0x40800000
+DATA rowconst<>+124(SB)/4, $0x40800000
+DATA rowconst<>+128(SB)/4, $0xaf95df0b
+DATA rowconst<>+132(SB)/4, $0xaf95df0b
+DATA rowconst<>+136(SB)/4, $0xaf95df0b
+DATA rowconst<>+140(SB)/4, $0xaf95df0b
+DATA rowconst<>+144(SB)/4, $0xaf95df0b
+DATA rowconst<>+148(SB)/4, $0xaf95df0b
+DATA rowconst<>+152(SB)/4, $0xaf95df0b
+DATA rowconst<>+156(SB)/4, $0xaf95df0b
+DATA rowconst<>+160(SB)/4, $0x32edffee
+DATA rowconst<>+164(SB)/4, $0x32edffee
+DATA rowconst<>+168(SB)/4, $0x32edffee
+DATA rowconst<>+172(SB)/4, $0x32edffee
+DATA rowconst<>+176(SB)/4, $0x32edffee
+DATA rowconst<>+180(SB)/4, $0x32edffee
+DATA rowconst<>+184(SB)/4, $0x32edffee
+DATA rowconst<>+188(SB)/4, $0x32edffee
+DATA rowconst<>+192(SB)/4, $0xb60cff51
+DATA rowconst<>+196(SB)/4, $0xb60cff51
+DATA rowconst<>+200(SB)/4, $0xb60cff51
+DATA rowconst<>+204(SB)/4, $0xb60cff51
+DATA rowconst<>+208(SB)/4, $0xb60cff51
+DATA rowconst<>+212(SB)/4, $0xb60cff51
+DATA rowconst<>+216(SB)/4, $0xb60cff51
+DATA rowconst<>+220(SB)/4, $0xb60cff51
+DATA rowconst<>+224(SB)/4, $0xb86ec2d2
+DATA rowconst<>+228(SB)/4, $0xb86ec2d2
+DATA rowconst<>+232(SB)/4, $0xb86ec2d2
+DATA rowconst<>+236(SB)/4, $0xb86ec2d2
+DATA rowconst<>+240(SB)/4, $0xb86ec2d2
+DATA rowconst<>+244(SB)/4, $0xb86ec2d2
+DATA rowconst<>+248(SB)/4, $0xb86ec2d2
+DATA rowconst<>+252(SB)/4, $0xb86ec2d2
+DATA rowconst<>+256(SB)/4, $0xba40ac63
+DATA rowconst<>+260(SB)/4, $0xba40ac63
+DATA rowconst<>+264(SB)/4, $0xba40ac63
+DATA rowconst<>+268(SB)/4, $0xba40ac63
+DATA rowconst<>+272(SB)/4, $0xba40ac63
+DATA rowconst<>+276(SB)/4, $0xba40ac63
+DATA rowconst<>+280(SB)/4, $0xba40ac63
+DATA rowconst<>+284(SB)/4, $0xba40ac63
+DATA rowconst<>+288(SB)/4, $0xbb41a1f6
+DATA rowconst<>+292(SB)/4, $0xbb41a1f6
+DATA rowconst<>+296(SB)/4, $0xbb41a1f6
+DATA rowconst<>+300(SB)/4, $0xbb41a1f6
+DATA rowconst<>+304(SB)/4, $0xbb41a1f6
+DATA rowconst<>+308(SB)/4, $0xbb41a1f6
+DATA rowconst<>+312(SB)/4, $0xbb41a1f6
+DATA rowconst<>+316(SB)/4, $0xbb41a1f6
+DATA rowconst<>+320(SB)/4, $0xbc83dbd4
+DATA rowconst<>+324(SB)/4, $0xbc83dbd4
+DATA rowconst<>+328(SB)/4, $0xbc83dbd4
+DATA rowconst<>+332(SB)/4, $0xbc83dbd4
+DATA rowconst<>+336(SB)/4, $0xbc83dbd4
+DATA rowconst<>+340(SB)/4, $0xbc83dbd4
+DATA rowconst<>+344(SB)/4, $0xbc83dbd4
+DATA rowconst<>+348(SB)/4, $0xbc83dbd4
+DATA rowconst<>+352(SB)/4, $0xb77460cd
+DATA rowconst<>+356(SB)/4, $0xb77460cd
+DATA rowconst<>+360(SB)/4, $0xb77460cd
+DATA rowconst<>+364(SB)/4, $0xb77460cd
+DATA rowconst<>+368(SB)/4, $0xb77460cd
+DATA rowconst<>+372(SB)/4, $0xb77460cd
+DATA rowconst<>+376(SB)/4, $0xb77460cd
+DATA rowconst<>+380(SB)/4, $0xb77460cd
+DATA rowconst<>+384(SB)/4, $0xb95fbd29
+DATA rowconst<>+388(SB)/4, $0xb95fbd29
+DATA rowconst<>+392(SB)/4, $0xb95fbd29
+DATA rowconst<>+396(SB)/4, $0xb95fbd29
+DATA rowconst<>+400(SB)/4, $0xb95fbd29
+DATA rowconst<>+404(SB)/4, $0xb95fbd29
+DATA rowconst<>+408(SB)/4, $0xb95fbd29
+DATA rowconst<>+412(SB)/4, $0xb95fbd29
+DATA rowconst<>+416(SB)/4, $0xbadc924e
+DATA rowconst<>+420(SB)/4, $0xbadc924e
+DATA rowconst<>+424(SB)/4, $0xbadc924e
+DATA rowconst<>+428(SB)/4, $0xbadc924e
+DATA rowconst<>+432(SB)/4, $0xbadc924e
+DATA rowconst<>+436(SB)/4, $0xbadc924e
+DATA rowconst<>+440(SB)/4, $0xbadc924e
+DATA rowconst<>+444(SB)/4, $0xbadc924e
+DATA rowconst<>+448(SB)/4, $0xbbf19bf8
+DATA rowconst<>+452(SB)/4, $0xbbf19bf8
+DATA rowconst<>+456(SB)/4, $0xbbf19bf8
+DATA rowconst<>+460(SB)/4, $0xbbf19bf8
+DATA rowconst<>+464(SB)/4, $0xbbf19bf8
+DATA rowconst<>+468(SB)/4, $0xbbf19bf8
+DATA rowconst<>+472(SB)/4, $0xbbf19bf8
+DATA rowconst<>+476(SB)/4, $0xbbf19bf8
+DATA rowconst<>+480(SB)/4, $0xbc69b6a7
+DATA rowconst<>+484(SB)/4, $0xbc69b6a7
+DATA rowconst<>+488(SB)/4, $0xbc69b6a7
+DATA rowconst<>+492(SB)/4, $0xbc69b6a7
+DATA rowconst<>+496(SB)/4, $0xbc69b6a7
+DATA rowconst<>+500(SB)/4, $0xbc69b6a7
+DATA rowconst<>+504(SB)/4, $0xbc69b6a7
+DATA rowconst<>+508(SB)/4, $0xbc69b6a7
+GLOBL rowconst<>(SB), RODATA|NOPTR, $512
+
+// func sumAVX2(x *float32, n int) float32
+// The sum of x[0:n] in float32 (32 lanes, then pairwise); n a multiple of 8.
+TEXT ·sumAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	CMPQ CX, $32
+	JLT sum_tail
+sum_loop32:
+	VADDPS 0(AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
+	VADDPS 64(AX), Y2, Y2
+	VADDPS 96(AX), Y3, Y3
+	ADDQ $128, AX
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE sum_loop32
+sum_tail:
+	TESTQ CX, CX
+	JEQ sum_done
+sum_loop8:
+	VADDPS (AX), Y0, Y0
+	ADDQ $32, AX
+	SUBQ $8, CX
+	JNZ sum_loop8
+sum_done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X5
+	VADDPS X5, X0, X0
+	VPERMILPS $0x4e, X0, X5
+	VADDPS X5, X0, X0
+	VPERMILPS $0xb1, X0, X5
+	VADDPS X5, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+16(FP)
+	RET
+
+// func devAVX2(x *float32, n int, m float32) (s, q float32)
+// s = sum(x[i] - m), q = sum((x[i] - m)^2) over x[0:n] in float32 (16
+// lanes each, then pairwise); n a multiple of 8.
+TEXT ·devAVX2(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	VBROADCASTSS m+16(FP), Y8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	CMPQ CX, $16
+	JLT dev_tail
+dev_loop16:
+	VMOVUPS 0(AX), Y4
+	VSUBPS Y8, Y4, Y4
+	VADDPS Y4, Y0, Y0
+	VFMADD231PS Y4, Y4, Y2
+	VMOVUPS 32(AX), Y5
+	VSUBPS Y8, Y5, Y5
+	VADDPS Y5, Y1, Y1
+	VFMADD231PS Y5, Y5, Y3
+	ADDQ $64, AX
+	SUBQ $16, CX
+	CMPQ CX, $16
+	JGE dev_loop16
+dev_tail:
+	TESTQ CX, CX
+	JEQ dev_done
+	VMOVUPS (AX), Y4
+	VSUBPS Y8, Y4, Y4
+	VADDPS Y4, Y0, Y0
+	VFMADD231PS Y4, Y4, Y2
+dev_done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VEXTRACTF128 $1, Y0, X5
+	VADDPS X5, X0, X0
+	VPERMILPS $0x4e, X0, X5
+	VADDPS X5, X0, X0
+	VPERMILPS $0xb1, X0, X5
+	VADDPS X5, X0, X0
+	VEXTRACTF128 $1, Y2, X6
+	VADDPS X6, X2, X2
+	VPERMILPS $0x4e, X2, X6
+	VADDPS X6, X2, X2
+	VPERMILPS $0xb1, X2, X6
+	VADDPS X6, X2, X2
+	VZEROUPPER
+	MOVSS X0, s+24(FP)
+	MOVSS X2, q+28(FP)
+	RET
+
+// func normAVX2(dst, x, w, bias *float32, n int, m, c, rstd float32)
+// dst[i] = (((x[i] - m) - c) * rstd) * w[i] + bias[i] (the last step
+// fused); n a multiple of 8; dst may be x.
+TEXT ·normAVX2(SB), NOSPLIT, $0-52
+	MOVQ dst+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ w+16(FP), R8
+	MOVQ bias+24(FP), R9
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Y6
+	VBROADCASTSS c+44(FP), Y5
+	VBROADCASTSS rstd+48(FP), Y7
+	SHRQ $3, CX
+	JEQ norm_done
+norm_loop:
+	VMOVUPS (SI), Y0
+	VSUBPS Y6, Y0, Y0
+	VSUBPS Y5, Y0, Y0
+	VMULPS Y7, Y0, Y0
+	VMOVUPS (R8), Y1
+	VFMADD213PS (R9), Y1, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JNZ norm_loop
+norm_done:
+	VZEROUPPER
+	RET
+
+// func geluErfAVX2(x *float32, n int)
+// x[i] = h + h erf(x[i]/sqrt2), h = x[i]/2, erf(z) = z P(z^2) / Q(z^2)
+// with z clamped to [-4, 4]; n a multiple of 8.
+TEXT ·geluErfAVX2(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), AX
+	MOVQ n+8(FP), CX
+	SHRQ $3, CX
+	JEQ gelu_done
+	CMPQ CX, $2
+	JLT gelu_one
+gelu_loop2:
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y6
+	VMULPS rowconst<>+0(SB), Y0, Y1
+	VMAXPS rowconst<>+64(SB), Y1, Y1
+	VMINPS rowconst<>+96(SB), Y1, Y1
+	VMULPS Y1, Y1, Y2
+	VMOVUPS rowconst<>+128(SB), Y3
+	VFMADD213PS rowconst<>+160(SB), Y2, Y3
+	VFMADD213PS rowconst<>+192(SB), Y2, Y3
+	VFMADD213PS rowconst<>+224(SB), Y2, Y3
+	VFMADD213PS rowconst<>+256(SB), Y2, Y3
+	VFMADD213PS rowconst<>+288(SB), Y2, Y3
+	VFMADD213PS rowconst<>+320(SB), Y2, Y3
+	VMULPS Y1, Y3, Y3
+	VMOVUPS rowconst<>+352(SB), Y4
+	VFMADD213PS rowconst<>+384(SB), Y2, Y4
+	VFMADD213PS rowconst<>+416(SB), Y2, Y4
+	VFMADD213PS rowconst<>+448(SB), Y2, Y4
+	VFMADD213PS rowconst<>+480(SB), Y2, Y4
+	VDIVPS Y4, Y3, Y3
+	VMULPS rowconst<>+32(SB), Y0, Y0
+	VFMADD213PS Y0, Y0, Y3
+	VMULPS rowconst<>+0(SB), Y6, Y7
+	VMAXPS rowconst<>+64(SB), Y7, Y7
+	VMINPS rowconst<>+96(SB), Y7, Y7
+	VMULPS Y7, Y7, Y8
+	VMOVUPS rowconst<>+128(SB), Y9
+	VFMADD213PS rowconst<>+160(SB), Y8, Y9
+	VFMADD213PS rowconst<>+192(SB), Y8, Y9
+	VFMADD213PS rowconst<>+224(SB), Y8, Y9
+	VFMADD213PS rowconst<>+256(SB), Y8, Y9
+	VFMADD213PS rowconst<>+288(SB), Y8, Y9
+	VFMADD213PS rowconst<>+320(SB), Y8, Y9
+	VMULPS Y7, Y9, Y9
+	VMOVUPS rowconst<>+352(SB), Y10
+	VFMADD213PS rowconst<>+384(SB), Y8, Y10
+	VFMADD213PS rowconst<>+416(SB), Y8, Y10
+	VFMADD213PS rowconst<>+448(SB), Y8, Y10
+	VFMADD213PS rowconst<>+480(SB), Y8, Y10
+	VDIVPS Y10, Y9, Y9
+	VMULPS rowconst<>+32(SB), Y6, Y6
+	VFMADD213PS Y6, Y6, Y9
+	VMOVUPS Y3, (AX)
+	VMOVUPS Y9, 32(AX)
+	ADDQ $64, AX
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JGE gelu_loop2
+gelu_one:
+	TESTQ CX, CX
+	JEQ gelu_done
+	VMOVUPS (AX), Y0
+	VMULPS rowconst<>+0(SB), Y0, Y1
+	VMAXPS rowconst<>+64(SB), Y1, Y1
+	VMINPS rowconst<>+96(SB), Y1, Y1
+	VMULPS Y1, Y1, Y2
+	VMOVUPS rowconst<>+128(SB), Y3
+	VFMADD213PS rowconst<>+160(SB), Y2, Y3
+	VFMADD213PS rowconst<>+192(SB), Y2, Y3
+	VFMADD213PS rowconst<>+224(SB), Y2, Y3
+	VFMADD213PS rowconst<>+256(SB), Y2, Y3
+	VFMADD213PS rowconst<>+288(SB), Y2, Y3
+	VFMADD213PS rowconst<>+320(SB), Y2, Y3
+	VMULPS Y1, Y3, Y3
+	VMOVUPS rowconst<>+352(SB), Y4
+	VFMADD213PS rowconst<>+384(SB), Y2, Y4
+	VFMADD213PS rowconst<>+416(SB), Y2, Y4
+	VFMADD213PS rowconst<>+448(SB), Y2, Y4
+	VFMADD213PS rowconst<>+480(SB), Y2, Y4
+	VDIVPS Y4, Y3, Y3
+	VMULPS rowconst<>+32(SB), Y0, Y0
+	VFMADD213PS Y0, Y0, Y3
+	VMOVUPS Y3, (AX)
+gelu_done:
+	VZEROUPPER
+	RET
+
+// func tileAVX2x1(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)
+TEXT ·tileAVX2x1(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), AX
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $2, SI
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), DI
+	SHLQ $2, DI
+	MOVQ nc+56(FP), R9
+	TESTQ R9, R9
+	JEQ tileAVX2x1_done
+tileAVX2x1_chunk:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ AX, R10
+	LEAQ (AX)(R8*2), R11
+	ADDQ R8, R11
+	MOVQ BX, R12
+	MOVQ CX, R13
+	TESTQ R13, R13
+	JEQ tileAVX2x1_store
+tileAVX2x1_k:
+	VMOVUPS (R12), Y12
+	VMOVUPS 32(R12), Y13
+	VBROADCASTSS (R10), Y14
+	VFMADD231PS Y14, Y12, Y0
+	VFMADD231PS Y14, Y13, Y1
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ SI, R12
+	DECQ R13
+	JNZ tileAVX2x1_k
+tileAVX2x1_store:
+	LEAQ (DX)(DI*2), R10
+	ADDQ DI, R10
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	ADDQ $64, BX
+	ADDQ $64, DX
+	DECQ R9
+	JNZ tileAVX2x1_chunk
+tileAVX2x1_done:
+	VZEROUPPER
+	RET
+
+// func tileAVX2x2(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)
+TEXT ·tileAVX2x2(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), AX
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $2, SI
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), DI
+	SHLQ $2, DI
+	MOVQ nc+56(FP), R9
+	TESTQ R9, R9
+	JEQ tileAVX2x2_done
+tileAVX2x2_chunk:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ AX, R10
+	LEAQ (AX)(R8*2), R11
+	ADDQ R8, R11
+	MOVQ BX, R12
+	MOVQ CX, R13
+	TESTQ R13, R13
+	JEQ tileAVX2x2_store
+tileAVX2x2_k:
+	VMOVUPS (R12), Y12
+	VMOVUPS 32(R12), Y13
+	VBROADCASTSS (R10), Y14
+	VFMADD231PS Y14, Y12, Y0
+	VFMADD231PS Y14, Y13, Y1
+	VBROADCASTSS (R10)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y3
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ SI, R12
+	DECQ R13
+	JNZ tileAVX2x2_k
+tileAVX2x2_store:
+	LEAQ (DX)(DI*2), R10
+	ADDQ DI, R10
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, (DX)(DI*1)
+	VMOVUPS Y3, 32(DX)(DI*1)
+	ADDQ $64, BX
+	ADDQ $64, DX
+	DECQ R9
+	JNZ tileAVX2x2_chunk
+tileAVX2x2_done:
+	VZEROUPPER
+	RET
+
+// func tileAVX2x3(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)
+TEXT ·tileAVX2x3(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), AX
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $2, SI
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), DI
+	SHLQ $2, DI
+	MOVQ nc+56(FP), R9
+	TESTQ R9, R9
+	JEQ tileAVX2x3_done
+tileAVX2x3_chunk:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ AX, R10
+	LEAQ (AX)(R8*2), R11
+	ADDQ R8, R11
+	MOVQ BX, R12
+	MOVQ CX, R13
+	TESTQ R13, R13
+	JEQ tileAVX2x3_store
+tileAVX2x3_k:
+	VMOVUPS (R12), Y12
+	VMOVUPS 32(R12), Y13
+	VBROADCASTSS (R10), Y14
+	VFMADD231PS Y14, Y12, Y0
+	VFMADD231PS Y14, Y13, Y1
+	VBROADCASTSS (R10)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y3
+	VBROADCASTSS (R10)(R8*2), Y14
+	VFMADD231PS Y14, Y12, Y4
+	VFMADD231PS Y14, Y13, Y5
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ SI, R12
+	DECQ R13
+	JNZ tileAVX2x3_k
+tileAVX2x3_store:
+	LEAQ (DX)(DI*2), R10
+	ADDQ DI, R10
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, (DX)(DI*1)
+	VMOVUPS Y3, 32(DX)(DI*1)
+	VMOVUPS Y4, (DX)(DI*2)
+	VMOVUPS Y5, 32(DX)(DI*2)
+	ADDQ $64, BX
+	ADDQ $64, DX
+	DECQ R9
+	JNZ tileAVX2x3_chunk
+tileAVX2x3_done:
+	VZEROUPPER
+	RET
+
+// func tileAVX2x4(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)
+TEXT ·tileAVX2x4(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), AX
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $2, SI
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), DI
+	SHLQ $2, DI
+	MOVQ nc+56(FP), R9
+	TESTQ R9, R9
+	JEQ tileAVX2x4_done
+tileAVX2x4_chunk:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ AX, R10
+	LEAQ (AX)(R8*2), R11
+	ADDQ R8, R11
+	MOVQ BX, R12
+	MOVQ CX, R13
+	TESTQ R13, R13
+	JEQ tileAVX2x4_store
+tileAVX2x4_k:
+	VMOVUPS (R12), Y12
+	VMOVUPS 32(R12), Y13
+	VBROADCASTSS (R10), Y14
+	VFMADD231PS Y14, Y12, Y0
+	VFMADD231PS Y14, Y13, Y1
+	VBROADCASTSS (R10)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y3
+	VBROADCASTSS (R10)(R8*2), Y14
+	VFMADD231PS Y14, Y12, Y4
+	VFMADD231PS Y14, Y13, Y5
+	VBROADCASTSS (R11), Y15
+	VFMADD231PS Y15, Y12, Y6
+	VFMADD231PS Y15, Y13, Y7
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ SI, R12
+	DECQ R13
+	JNZ tileAVX2x4_k
+tileAVX2x4_store:
+	LEAQ (DX)(DI*2), R10
+	ADDQ DI, R10
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, (DX)(DI*1)
+	VMOVUPS Y3, 32(DX)(DI*1)
+	VMOVUPS Y4, (DX)(DI*2)
+	VMOVUPS Y5, 32(DX)(DI*2)
+	VMOVUPS Y6, (R10)
+	VMOVUPS Y7, 32(R10)
+	ADDQ $64, BX
+	ADDQ $64, DX
+	DECQ R9
+	JNZ tileAVX2x4_chunk
+tileAVX2x4_done:
+	VZEROUPPER
+	RET
+
+// func tileAVX2x5(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)
+TEXT ·tileAVX2x5(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), AX
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $2, SI
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), DI
+	SHLQ $2, DI
+	MOVQ nc+56(FP), R9
+	TESTQ R9, R9
+	JEQ tileAVX2x5_done
+tileAVX2x5_chunk:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	MOVQ AX, R10
+	LEAQ (AX)(R8*2), R11
+	ADDQ R8, R11
+	MOVQ BX, R12
+	MOVQ CX, R13
+	TESTQ R13, R13
+	JEQ tileAVX2x5_store
+tileAVX2x5_k:
+	VMOVUPS (R12), Y12
+	VMOVUPS 32(R12), Y13
+	VBROADCASTSS (R10), Y14
+	VFMADD231PS Y14, Y12, Y0
+	VFMADD231PS Y14, Y13, Y1
+	VBROADCASTSS (R10)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y3
+	VBROADCASTSS (R10)(R8*2), Y14
+	VFMADD231PS Y14, Y12, Y4
+	VFMADD231PS Y14, Y13, Y5
+	VBROADCASTSS (R11), Y15
+	VFMADD231PS Y15, Y12, Y6
+	VFMADD231PS Y15, Y13, Y7
+	VBROADCASTSS (R11)(R8*1), Y14
+	VFMADD231PS Y14, Y12, Y8
+	VFMADD231PS Y14, Y13, Y9
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ SI, R12
+	DECQ R13
+	JNZ tileAVX2x5_k
+tileAVX2x5_store:
+	LEAQ (DX)(DI*2), R10
+	ADDQ DI, R10
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, (DX)(DI*1)
+	VMOVUPS Y3, 32(DX)(DI*1)
+	VMOVUPS Y4, (DX)(DI*2)
+	VMOVUPS Y5, 32(DX)(DI*2)
+	VMOVUPS Y6, (R10)
+	VMOVUPS Y7, 32(R10)
+	VMOVUPS Y8, (R10)(DI*1)
+	VMOVUPS Y9, 32(R10)(DI*1)
+	ADDQ $64, BX
+	ADDQ $64, DX
+	DECQ R9
+	JNZ tileAVX2x5_chunk
+tileAVX2x5_done:
+	VZEROUPPER
+	RET
+
+// func tileAVX2x6(k int, a *float32, lda int, b *float32, ldb int, c *float32, ldc int, nc int)
+TEXT ·tileAVX2x6(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), AX
+	MOVQ lda+16(FP), R8
+	SHLQ $2, R8
+	MOVQ b+24(FP), BX
+	MOVQ ldb+32(FP), SI
+	SHLQ $2, SI
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), DI
+	SHLQ $2, DI
+	MOVQ nc+56(FP), R9
+	TESTQ R9, R9
+	JEQ tileAVX2x6_done
+tileAVX2x6_chunk:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVQ AX, R10
+	LEAQ (AX)(R8*2), R11
+	ADDQ R8, R11
+	MOVQ BX, R12
+	MOVQ CX, R13
+	TESTQ R13, R13
+	JEQ tileAVX2x6_store
+tileAVX2x6_k:
+	VMOVUPS (R12), Y12
+	VMOVUPS 32(R12), Y13
+	VBROADCASTSS (R10), Y14
+	VFMADD231PS Y14, Y12, Y0
+	VFMADD231PS Y14, Y13, Y1
+	VBROADCASTSS (R10)(R8*1), Y15
+	VFMADD231PS Y15, Y12, Y2
+	VFMADD231PS Y15, Y13, Y3
+	VBROADCASTSS (R10)(R8*2), Y14
+	VFMADD231PS Y14, Y12, Y4
+	VFMADD231PS Y14, Y13, Y5
+	VBROADCASTSS (R11), Y15
+	VFMADD231PS Y15, Y12, Y6
+	VFMADD231PS Y15, Y13, Y7
+	VBROADCASTSS (R11)(R8*1), Y14
+	VFMADD231PS Y14, Y12, Y8
+	VFMADD231PS Y14, Y13, Y9
+	VBROADCASTSS (R11)(R8*2), Y15
+	VFMADD231PS Y15, Y12, Y10
+	VFMADD231PS Y15, Y13, Y11
+	ADDQ $4, R10
+	ADDQ $4, R11
+	ADDQ SI, R12
+	DECQ R13
+	JNZ tileAVX2x6_k
+tileAVX2x6_store:
+	LEAQ (DX)(DI*2), R10
+	ADDQ DI, R10
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, (DX)(DI*1)
+	VMOVUPS Y3, 32(DX)(DI*1)
+	VMOVUPS Y4, (DX)(DI*2)
+	VMOVUPS Y5, 32(DX)(DI*2)
+	VMOVUPS Y6, (R10)
+	VMOVUPS Y7, 32(R10)
+	VMOVUPS Y8, (R10)(DI*1)
+	VMOVUPS Y9, 32(R10)(DI*1)
+	VMOVUPS Y10, (R10)(DI*2)
+	VMOVUPS Y11, 32(R10)(DI*2)
+	ADDQ $64, BX
+	ADDQ $64, DX
+	DECQ R9
+	JNZ tileAVX2x6_chunk
+tileAVX2x6_done:
+	VZEROUPPER
+	RET
+

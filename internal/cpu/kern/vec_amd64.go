@@ -16,6 +16,18 @@ func scaleAVX2(x *float32, n int, s float32)
 //go:noescape
 func gegluAVX2(gate, val *float32, n int)
 
+//go:noescape
+func sumAVX2(x *float32, n int) float32
+
+//go:noescape
+func devAVX2(x *float32, n int, m float32) (s, q float32)
+
+//go:noescape
+func normAVX2(dst, x, w, bias *float32, n int, m, c, rstd float32)
+
+//go:noescape
+func geluErfAVX2(x *float32, n int)
+
 var avx2Vec = &vecOps{
 	expShift: func(x []float32, scale, shift float32) float32 {
 		return expShiftAVX2(&x[0], len(x)&^7, scale, shift)
@@ -26,6 +38,14 @@ var avx2Vec = &vecOps{
 		val = val[:len(gate)]
 		gegluAVX2(&gate[0], &val[0], len(gate)&^7)
 	},
+	sum: func(x []float32) float32 { return sumAVX2(&x[0], len(x)&^7) },
+	dev: func(x []float32, m float32) (float32, float32) { return devAVX2(&x[0], len(x)&^7, m) },
+	norm: func(dst, x, g, b []float32, m, c, rstd float32) {
+		n := len(x) &^ 7
+		dst, g, b = dst[:n], g[:n], b[:n]
+		normAVX2(&dst[0], &x[0], &g[0], &b[0], n, m, c, rstd)
+	},
+	geluErf: func(x []float32) { geluErfAVX2(&x[0], len(x)&^7) },
 }
 
 func init() {

@@ -1,6 +1,7 @@
 // Command _asm writes gemm_amd64.s: the GEMM microkernels of package kern
 // for AVX-512 (zmm) and AVX2+FMA (ymm), the FMA-peak loops, and the AVX2
-// softmax/GeGLU vector math. Run it with `go generate ./internal/cpu/kern`
+// softmax/GeGLU vector math and row kernels (LayerNorm, erf GELU:
+// rowops.go). Run it with `go generate ./internal/cpu/kern`
 // (see the go:generate line in level.go); the output is committed, and
 // `make asm-check` (part of make test) fails when it is not current.
 //
@@ -376,6 +377,8 @@ func main() {
 	peak(avx512, 24)
 	peak(avx2, 12)
 	vec()
+	rowOps()
+	tiles()
 	if err := os.WriteFile(*outPath, out.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
