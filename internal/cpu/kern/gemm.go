@@ -195,10 +195,12 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 	panels := (O + panelWidth - 1) / panelWidth
 	g := gemmCall{mk: mk, dst: dst, ldd: ldd, op: op, w: w, bias: bias, accumulate: accumulate}
 	workers := max(threads, 1)
-	if workers > 1 && blocks >= 2*workers && panels < 8*workers {
-		// Many row blocks and few panels (convolutions: a large map, a
-		// narrow weight): the threads take whole row blocks, each with its
-		// own packed A, and never wait for each other.
+	if workers > 1 && (blocks >= 4*workers || blocks >= 2*workers && panels < 8*workers) {
+		// Many row blocks (convolutions over a large map, batches), or
+		// enough of them and few panels: the threads take whole row
+		// blocks, each with its own packed A, and never wait for each
+		// other (measured 4096x160x640 on 2 threads: best 135 vs 102
+		// GFLOP/s splitting panels).
 		ParallelFor(blocks, 1, workers, func(_, lo, hi int) {
 			sp := g.scratch(mc, 1)
 			defer packPool.Put(sp)
