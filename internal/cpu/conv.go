@@ -24,6 +24,9 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 	if o.H <= 0 || o.W <= 0 {
 		panic(fmt.Sprintf("cpu engine: Conv2d: %dx%d input too small for a %dx%d kernel", s.H, s.W, c.kh, c.kw))
 	}
+	if c.dense == nil && c.dw == nil {
+		panic("cpu engine: Conv2d: weight from UpConvWeight (UpConv3x3 only)")
+	}
 	out := e.tensor(o) // every path below writes every value
 	if c.dw != nil {
 		e.depthwise(out, xt, c, stride, pad)
@@ -33,7 +36,7 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 		kern.Gemm(out.D, o.C, xt.D, s.C, o.Rows(), c.dense.p, c.bias, false, e.threads())
 		return out
 	}
-	if stride == 1 && c.spatial && c.out*c.kh*c.kw <= tapChannelsMax {
+	if stride == 1 && c.tapCh != nil {
 		e.tapChannelsConv(out, xt, c, pad)
 		return out
 	}
@@ -44,7 +47,7 @@ func (e *Engine) Conv2d(x engine.Tensor, w engine.Weight, stride, pad int) engin
 	K := c.kh * c.kw * s.C
 	rows := o.Rows()
 	threads := e.threads()
-	dense := c.im2colWeight()
+	dense := c.dense
 	scratch := make([][]float32, threads)
 	defer func() {
 		for _, b := range scratch {
@@ -173,7 +176,7 @@ func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
 	// (B-1, H-1, W-1) and the largest tap offset is (kh-1)*Wp + kw-1.
 	R := (s.B-1)*Hp*Wp + (o.H-1)*Wp + o.W
 	yb := e.buf(R * o.C)
-	kern.GemmTaps(yb, o.C, xp, C, R, taps, C, c.im2colWeight().p, c.bias, false, threads)
+	kern.GemmTaps(yb, o.C, xp, C, R, taps, C, c.dense.p, c.bias, false, threads)
 	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, y := r/o.H, r%o.H
@@ -187,24 +190,25 @@ func (e *Engine) implicitConv(out, x *Tensor, c *conv, pad int) {
 // tapChannelsMax bounds out*kh*kw for tapChannelsConv: one packed panel.
 const tapChannelsMax = 32
 
+// tapChannelsWeight lays the im2col weight r (out, T*in) out as
+// tapChannelsConv's (32, in) weight: row t*out+o = tap t of output o, zero
+// rows past T*out (so every GEMM tile is a full one).
+func tapChannelsWeight(r []float32, out, in, T int) *kern.Packed {
+	w := make([]float32, tapChannelsMax*in)
+	for t := 0; t < T; t++ {
+		for o := 0; o < out; o++ {
+			copy(w[(t*out+o)*in:(t*out+o+1)*in], r[o*T*in+t*in:])
+		}
+	}
+	return kern.Pack(w, tapChannelsMax, in)
+}
+
 // tapChannelsConv is a stride-1 kxk convolution with few output channels
 // (the decoder's last 3x3 convolution to RGB): a GEMM whose output columns
 // are every (tap, channel) pair, (kh*kw*out) wide, over the padded input,
 // then each output sums its taps' columns at the shifted positions. The
 // GEMM fills one 32-wide panel instead of using out/32 of it per tap.
 func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
-	c.tapChOnce.Do(func() {
-		T, K := c.kh*c.kw, c.kh*c.kw*c.in
-		w := make([]float32, T*c.out*c.in)
-		for t := 0; t < T; t++ {
-			for o := 0; o < c.out; o++ {
-				copy(w[(t*c.out+o)*c.in:(t*c.out+o+1)*c.in], c.raw[o*K+t*c.in:])
-			}
-		}
-		// Padded with zero rows to a whole panel, so every GEMM tile is
-		// a full one.
-		c.tapCh = kern.Pack(append(w, make([]float32, (tapChannelsMax-T*c.out)*c.in)...), tapChannelsMax, c.in)
-	})
 	s, o := x.S, out.S
 	Hp, Wp := s.H+2*pad, s.W+2*pad
 	threads := e.threads()
@@ -267,41 +271,18 @@ func (e *Engine) padded(x *Tensor, pad, threads int) []float32 {
 func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	xt, c := tens(x), weightAs[*conv](w, "UpConv3x3")
 	s := xt.S
-	if c.dw != nil || c.kh != 3 || c.kw != 3 || s.C < implicitMinChannels {
-		return e.Conv2d(e.Upsample2x(x), w, 1, 1)
+	if c.phases[0] == nil { // a Conv weight: upsample, then convolve
+		if c.dw != nil || c.kh != 3 || c.kw != 3 {
+			panic("cpu engine: UpConv3x3 wants a dense 3x3 weight")
+		}
+		u := e.Upsample2x(x)
+		y := e.Conv2d(u, w, 1, 1)
+		e.Release(u)
+		return y
 	}
 	if s.C != c.in {
 		panic(fmt.Sprintf("cpu engine: UpConv3x3: input has %d channels, weight wants %d", s.C, c.in))
 	}
-	c.phasesOnce.Do(func() {
-		K := 9 * c.in
-		// rowsOf[p][d]: the 3x3 kernel rows (or columns) that tap d of
-		// phase p sums.
-		rowsOf := [2][2][]int{{{0}, {1, 2}}, {{0, 1}, {2}}}
-		for py := 0; py < 2; py++ {
-			for px := 0; px < 2; px++ {
-				// (out, 4*in), taps (dy, dx) outer as GemmTaps reads them.
-				m := make([]float32, c.out*4*c.in)
-				for dy := 0; dy < 2; dy++ {
-					for dx := 0; dx < 2; dx++ {
-						for _, ky := range rowsOf[py][dy] {
-							for _, kx := range rowsOf[px][dx] {
-								t := ky*3 + kx
-								for o := 0; o < c.out; o++ {
-									src := c.raw[o*K+t*c.in : o*K+(t+1)*c.in]
-									dst := m[o*4*c.in+(dy*2+dx)*c.in:][:c.in]
-									for i, v := range src {
-										dst[i] += v
-									}
-								}
-							}
-						}
-					}
-				}
-				c.phases[py*2+px] = kern.Pack(m, c.out, 4*c.in)
-			}
-		}
-	})
 	threads := e.threads()
 	C, Co := s.C, c.out
 	Hp, Wp := s.H+2, s.W+2
@@ -333,13 +314,35 @@ func (e *Engine) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	return out
 }
 
-// im2colWeight returns the dense (out, kh*kw*in) weight, packing it on
-// first use.
-func (c *conv) im2colWeight() *linear {
-	c.denseOnce.Do(func() {
-		if c.dense == nil {
-			c.dense = &linear{p: kern.Pack(c.raw, c.out, c.kh*c.kw*c.in), bias: c.bias}
+// upConvPhases lays the 3x3 weight w (OIHW) out as UpConv3x3's four
+// sub-pixel phases, each (out, 4*in) with the 2x2 taps (dy, dx) outer as
+// kern.GemmTaps reads them.
+func upConvPhases(w []float32, out, in int) [4]*kern.Packed {
+	// rowsOf[p][d]: the 3x3 kernel rows (or columns) that tap d of phase
+	// p sums.
+	rowsOf := [2][2][]int{{{0}, {1, 2}}, {{0, 1}, {2}}}
+	var phases [4]*kern.Packed
+	m := make([]float32, out*4*in)
+	for py := 0; py < 2; py++ {
+		for px := 0; px < 2; px++ {
+			clear(m)
+			for dy := 0; dy < 2; dy++ {
+				for dx := 0; dx < 2; dx++ {
+					for _, ky := range rowsOf[py][dy] {
+						for _, kx := range rowsOf[px][dx] {
+							t := ky*3 + kx
+							for o := 0; o < out; o++ {
+								dst := m[o*4*in+(dy*2+dx)*in:][:in]
+								for ci := range dst {
+									dst[ci] += w[(o*in+ci)*9+t]
+								}
+							}
+						}
+					}
+				}
+			}
+			phases[py*2+px] = kern.Pack(m, out, 4*in)
 		}
-	})
-	return c.dense
+	}
+	return phases
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"sync"
 
 	"github.com/unitok/unitok/internal/cpu/kern"
 	"github.com/unitok/unitok/internal/engine"
@@ -85,25 +84,24 @@ type linear struct {
 	bias []float32
 }
 
-// conv is an uploaded convolution.
+// conv is an uploaded convolution, laid out when it is uploaded for the
+// calls it can get: a dense kxk convolution as its im2col GEMM weight (and,
+// with few outputs, its tap-channels weight), a depthwise one per tap, an
+// Upsample2d convolution (UpConvWeight) as its four sub-pixel phases.
 type conv struct {
 	out, in, kh, kw, groups int
-	dense                   *linear // groups == 1: W as (out, kh*kw*in), taps outer, channels inner (see im2colWeight)
-	denseOnce               sync.Once
+	dense                   *linear   // groups == 1: W as (out, kh*kw*in), taps outer, channels inner
 	dw                      []float32 // depthwise: (kh*kw, C), channels inner
 	bias                    []float32
-	raw                     []float32 // the (out, kh*kw*in) matrix (taps outer)
-	spatial                 bool      // dense with a kernel larger than 1x1
-	// tapCh is the (kh*kw*out, in) weight of tapChannelsConv, row
-	// t*out+o = tap t of output o; built on first use.
-	tapChOnce sync.Once
-	tapCh     *kern.Packed
-	// phases are the sub-pixel weights of UpConv3x3: for output phase
-	// (py, px), (out, 4*in) over the 2x2 taps (dy, dx) of the
-	// low-resolution input, each the sum of the 3x3 taps that land on the
-	// same input pixel.
-	phasesOnce sync.Once
-	phases     [4]*kern.Packed
+	spatial                 bool // dense with a kernel larger than 1x1
+	// tapCh is the (32, in) weight of tapChannelsConv, row t*out+o = tap t
+	// of output o, zero rows past kh*kw*out; nil unless kh*kw*out <= 32.
+	tapCh *kern.Packed
+	// phases are the sub-pixel weights of UpConv3x3 (UpConvWeight only):
+	// for output phase (py, px), (out, 4*in) over the 2x2 taps (dy, dx) of
+	// the low-resolution input, each the sum of the 3x3 taps that land on
+	// the same input pixel.
+	phases [4]*kern.Packed
 }
 
 // Linear packs w (out, in) for the GEMM.
@@ -131,13 +129,9 @@ func (e *Engine) Conv(w, bias []float32, out, in, kh, kw, groups int) engine.Wei
 				}
 			}
 		}
-		if kh*kw > 1 {
-			// Packed on first use in the layout a call needs (im2col,
-			// per tap, or sub-pixel phases), so a weight is held once
-			// plus the forms actually used.
-			c.raw, c.spatial = r, true
-		} else {
-			c.dense = &linear{p: kern.Pack(r, out, K), bias: c.bias}
+		c.dense = &linear{p: kern.Pack(r, out, K), bias: c.bias}
+		if c.spatial = kh*kw > 1; c.spatial && kh*kw*out <= tapChannelsMax {
+			c.tapCh = tapChannelsWeight(r, out, in, kh*kw)
 		}
 	case groups == in && out == in:
 		c.dw = make([]float32, kh*kw*in)
@@ -149,6 +143,17 @@ func (e *Engine) Conv(w, bias []float32, out, in, kh, kw, groups int) engine.Wei
 	default:
 		panic(fmt.Sprintf("cpu engine: grouped convolution with %d groups of %d channels is not implemented (dense and depthwise only)", groups, in/groups))
 	}
+	return c
+}
+
+// UpConvWeight lays out a 3x3 convolution for UpConv3x3 as its four
+// sub-pixel phases (upConvPhases); Conv2d does not take it.
+func (e *Engine) UpConvWeight(w, bias []float32, out, in int) engine.Weight {
+	if len(w) != out*in*9 || (bias != nil && len(bias) != out) {
+		panic(fmt.Sprintf("cpu engine: UpConvWeight(out %d, in %d) with %d weights", out, in, len(w)))
+	}
+	c := &conv{out: out, in: in, kh: 3, kw: 3, groups: 1, bias: cloneOrNil(bias)}
+	c.phases = upConvPhases(w, out, in)
 	return c
 }
 

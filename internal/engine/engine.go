@@ -36,7 +36,7 @@ type Weight interface{}
 // a message naming it (models check what they need when they are built).
 // Methods are safe for concurrent use.
 //
-// The upload methods (FromHost, Linear, Conv, Vector) must not keep the
+// The upload methods (FromHost, Linear, Conv, UpConvWeight, Vector) must not keep the
 // slices they are given: they copy or repack them before returning. The
 // image loader relies on it: it passes views of a memory-mapped checkpoint
 // and unmaps the file once the model is built.
@@ -63,6 +63,10 @@ type Engine interface {
 	// Conv uploads a convolution: w (out, in/groups, kh, kw) as nn.Conv2d
 	// stores it (OIHW), bias (out) or nil.
 	Conv(w, bias []float32, out, in, kh, kw, groups int) Weight
+	// UpConvWeight uploads the 3x3 convolution of an Upsample2d (w as
+	// Conv stores it, groups 1) for UpConv3x3 only, so an engine can lay
+	// it out for the fused upsampling product when it is loaded.
+	UpConvWeight(w, bias []float32, out, in int) Weight
 	// Vector uploads a per-channel vector (LayerNorm affine parameters).
 	Vector(v []float32) Weight
 
@@ -89,9 +93,10 @@ type Engine interface {
 	// scale_factor=2, mode='nearest').
 	Upsample2x(x Tensor) Tensor
 	// UpConv3x3 is Conv2d(Upsample2x(x), w, stride 1, pad 1) for a dense
-	// 3x3 w (UniTok's Upsample2d), which an engine may compute without
-	// materializing the upsampled map (each output phase is a 2x2
-	// convolution of x with summed taps: 4/9 of the multiply-adds).
+	// 3x3 w (UniTok's Upsample2d) from UpConvWeight (or Conv), which an
+	// engine may compute without materializing the upsampled map (each
+	// output phase is a 2x2 convolution of x with summed taps: 4/9 of the
+	// multiply-adds).
 	UpConv3x3(x Tensor, w Weight) Tensor
 	// AvgPool3x3s2 is nn.AvgPool2d(3, stride=2, padding=1,
 	// count_include_pad=False).

@@ -309,8 +309,9 @@ func testUpConv(t *testing.T, e engine.Engine) {
 		}
 		wt, bias := randSlice(rng, out*in*9), randSlice(rng, out)
 		want, o := refConv(xu, up, wt, bias, out, 3, 3, 1, 1, 1)
-		cw := e.Conv(wt, bias, out, in, 3, 3, 1)
-		for range 2 {
+		// Both weight kinds: UpConvWeight (as the models load
+		// Upsample2d), and a plain Conv weight.
+		for _, cw := range []engine.Weight{e.UpConvWeight(wt, bias, out, in), e.Conv(wt, bias, out, in, 3, 3, 1)} {
 			y := e.UpConv3x3(e.FromHost(x, s), cw)
 			if y.Shape() != o {
 				t.Fatalf("%v: shape %+v, want %+v", tc, y.Shape(), o)

@@ -101,7 +101,11 @@ type Upsample2d struct{ Conv Conv2d }
 
 // Upsample2d loads name.conv.
 func (l *Loader) Upsample2d(name string, in, out int) Upsample2d {
-	return Upsample2d{Conv: l.Conv2d(name+".conv", in, out, 3, 1, 1, 1)}
+	w, b := l.Get(name+".conv.weight", out, in, 3, 3), l.Get(name+".conv.bias", out)
+	if l.Err != nil {
+		return Upsample2d{}
+	}
+	return Upsample2d{Conv: Conv2d{W: l.E.UpConvWeight(w, b, out, in), Stride: 1, Pad: 1}}
 }
 
 // Forward upsamples and convolves x.
