@@ -102,19 +102,7 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 	s, o := x.S, out.S
 	C := s.C
 	if c.kh == 3 && c.kw == 3 {
-		xp := e.padded(x, pad, e.threads())
-		Hp, Wp := s.H+2*pad, s.W+2*pad
-		kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
-			for r := lo; r < hi; r++ {
-				b, oy := r/o.H, r%o.H
-				row := func(ky int) []float32 {
-					i := (b*Hp + oy*stride + ky) * Wp * C
-					return xp[i : i+Wp*C]
-				}
-				kern.Depthwise3x3Row(out.D[r*o.W*C:(r+1)*o.W*C], row(0), row(1), row(2), c.dw, c.bias, C, o.W, stride)
-			}
-		})
-		e.recycle(xp)
+		e.depthwise3x3(out, x, c, stride, pad)
 		return
 	}
 	kern.ParallelFor(o.B*o.H, 1, e.threads(), func(_, lo, hi int) {
@@ -144,6 +132,74 @@ func (e *Engine) depthwise(out, x *Tensor, c *conv, stride, pad int) {
 						}
 					}
 				}
+			}
+		}
+	})
+}
+
+// dwSlab is how many channels depthwise3x3 runs at a time: three input
+// rows of a slab stay in L2 while consecutive output rows reuse them.
+const dwSlab = 128
+
+// depthwise3x3 is a 3x3 depthwise convolution on kern.Depthwise3x3Row,
+// with no padded copy of the input: rows above and below the map read a
+// zero row, and the outputs whose taps leave the map at the sides (one or
+// two per row) go through a small zero-padded patch. Each worker takes a
+// few consecutive output rows and runs them one channel slab at a time.
+func (e *Engine) depthwise3x3(out, x *Tensor, c *conv, stride, pad int) {
+	s, o := x.S, out.S
+	C := s.C
+	slab := C
+	if C > dwSlab && C%8 == 0 {
+		slab = dwSlab
+	}
+	zero := make([]float32, (s.W+3)*C)
+	// Outputs [ox0, ox1) read only positions inside the row.
+	ox0 := min((pad+stride-1)/stride, o.W)
+	ox1 := ox0
+	if last := s.W - 3 + pad; last >= 0 {
+		ox1 = max(ox0, min(o.W, last/stride+1))
+	}
+	row := func(b, oy, ky int) []float32 {
+		iy := oy*stride - pad + ky
+		if iy < 0 || iy >= s.H {
+			return zero
+		}
+		return x.D[((b*s.H+iy)*s.W+ox0*stride-pad)*C:]
+	}
+	kern.ParallelFor(o.B*o.H, 4, e.threads(), func(_, lo, hi int) {
+		for j0 := 0; j0 < C && ox1 > ox0; j0 += slab {
+			cs := min(slab, C-j0)
+			var bias []float32
+			if c.bias != nil {
+				bias = c.bias[j0:]
+			}
+			for r := lo; r < hi; r++ {
+				b, oy := r/o.H, r%o.H
+				kern.Depthwise3x3Row(out.D[(r*o.W+ox0)*C+j0:], row(b, oy, 0)[j0:], row(b, oy, 1)[j0:], row(b, oy, 2)[j0:],
+					c.dw[j0:], bias, cs, C, ox1-ox0, stride)
+			}
+		}
+		patch := make([]float32, 9*C)
+		for r := lo; r < hi; r++ {
+			b, oy := r/o.H, r%o.H
+			for ox := 0; ox < o.W; ox++ {
+				if ox == ox0 && ox1 > ox0 {
+					ox = ox1 - 1
+					continue
+				}
+				for ky := 0; ky < 3; ky++ {
+					for kx := 0; kx < 3; kx++ {
+						d := patch[(ky*3+kx)*C : (ky*3+kx+1)*C]
+						iy, ix := oy*stride-pad+ky, ox*stride-pad+kx
+						if iy < 0 || iy >= s.H || ix < 0 || ix >= s.W {
+							clear(d)
+						} else {
+							copy(d, x.D[((b*s.H+iy)*s.W+ix)*C:])
+						}
+					}
+				}
+				kern.Depthwise3x3Row(out.D[(r*o.W+ox)*C:], patch[:3*C], patch[3*C:6*C], patch[6*C:], c.dw, c.bias, C, C, 1, 1)
 			}
 		}
 	})

@@ -4,26 +4,27 @@
 
 #include "textflag.h"
 
-// func dwConv3x3AVX2(dst, x0, x1, x2, w, bias *float32, c, width, xstep int)
+// func dwConv3x3AVX2(dst, x0, x1, x2, w, bias *float32, cb, width, xstep, ld int)
 //
-// One output row of a 3x3 depthwise convolution over a zero-padded NHWC
-// map: for ox < width and channel j < c (a multiple of 8),
+// One output row of a 3x3 depthwise convolution over NHWC rows whose
+// positions are ld floats apart: for ox < width and channel j < cb/4 (cb
+// bytes, a multiple of 32),
 //
-//	dst[ox*c+j] = bias[j] + sum over ky, kx of
-//	              x_ky[ox*xstep + kx*c + j] * w[(ky*3+kx)*c + j]
+//	dst[ox*ld+j] = bias[j] + sum over ky, kx of
+//	               x_ky[ox*xstep + kx*ld + j] * w[(ky*3+kx)*ld + j]
 //
 // taps added in order (ky, kx) with one FMA each. Outputs go six at a
 // time (accumulators Y10-Y15, so six FMA chains overlap), and for each
 // six, every block of 8 channels: the block's 9 weights are loaded into
 // Y0-Y8 and its bias into Y9 (they stay in L1), while the input stays
 // near: the six outputs' 3 x 8 positions.
-TEXT ·dwConv3x3AVX2(SB), NOSPLIT, $0-72
+TEXT ·dwConv3x3AVX2(SB), NOSPLIT, $0-80
 	MOVQ dst+0(FP), DI
 	MOVQ x0+8(FP), SI
 	MOVQ x1+16(FP), R8
 	MOVQ x2+24(FP), R9
-	MOVQ c+48(FP), CX
-	SHLQ $2, CX // one tap column, bytes
+	MOVQ ld+72(FP), CX
+	SHLQ $2, CX // one position (and one tap of w), bytes
 	MOVQ width+56(FP), DX
 	MOVQ xstep+64(FP), BX
 	SHLQ $2, BX // input bytes between outputs
@@ -145,7 +146,7 @@ dw_six_c:
 	ADDQ CX, AX
 	VMOVUPS Y15, (AX)
 	ADDQ $32, R13
-	CMPQ R13, CX
+	CMPQ R13, cb+48(FP)
 	JLT dw_six_c
 	LEAQ (R10)(R10*1), R12 // six outputs' input
 	ADDQ R12, SI
@@ -202,7 +203,7 @@ dw_one_c:
 	VFMADD231PS (R11), Y8, Y10
 	VMOVUPS Y10, (DI)(R13*1)
 	ADDQ $32, R13
-	CMPQ R13, CX
+	CMPQ R13, cb+48(FP)
 	JLT dw_one_c
 	ADDQ BX, SI
 	ADDQ BX, R8

@@ -77,19 +77,22 @@ func testConv2d(t *testing.T, e engine.Engine) {
 	for _, tc := range []struct {
 		in, out, k, groups, stride, pad, h, w int
 	}{
-		{3, 8, 3, 1, 2, 1, 9, 7},     // stem conv1: odd sizes, stride 2
-		{8, 8, 3, 1, 1, 1, 5, 6},     // stem conv2 / Upsample2d conv (few channels)
-		{16, 12, 3, 1, 1, 1, 5, 7},   // stride 1, wider (the CPU engine's implicit GEMM)
-		{24, 24, 3, 1, 1, 1, 1, 1},   // stride 1 on a 1x1 map
-		{32, 16, 3, 1, 1, 1, 8, 3},   // stride 1, tall
-		{6, 10, 1, 1, 1, 0, 4, 4},    // 1x1 on the GEMM directly
-		{12, 12, 3, 12, 2, 1, 7, 8},  // depthwise strided
-		{12, 12, 3, 12, 1, 1, 5, 3},  // depthwise
-		{16, 16, 3, 16, 2, 1, 9, 14}, // depthwise, vector width: strided, odd height
-		{24, 24, 3, 24, 1, 1, 4, 13}, // depthwise, vector width
-		{5, 9, 3, 1, 2, 1, 8, 8},     // StridedConv
-		{20, 3, 3, 1, 1, 1, 6, 5},    // to RGB: few outputs (the CPU engine's tap-channels GEMM)
-		{40, 20, 3, 1, 1, 1, 9, 11},  // 9 taps x 40 channels: packed k-blocks cross taps
+		{3, 8, 3, 1, 2, 1, 9, 7},       // stem conv1: odd sizes, stride 2
+		{8, 8, 3, 1, 1, 1, 5, 6},       // stem conv2 / Upsample2d conv (few channels)
+		{16, 12, 3, 1, 1, 1, 5, 7},     // stride 1, wider (the CPU engine's implicit GEMM)
+		{24, 24, 3, 1, 1, 1, 1, 1},     // stride 1 on a 1x1 map
+		{32, 16, 3, 1, 1, 1, 8, 3},     // stride 1, tall
+		{6, 10, 1, 1, 1, 0, 4, 4},      // 1x1 on the GEMM directly
+		{12, 12, 3, 12, 2, 1, 7, 8},    // depthwise strided
+		{12, 12, 3, 12, 1, 1, 5, 3},    // depthwise
+		{16, 16, 3, 16, 2, 1, 9, 14},   // depthwise, vector width: strided, odd height
+		{24, 24, 3, 24, 1, 1, 4, 13},   // depthwise, vector width
+		{144, 144, 3, 144, 1, 1, 3, 9}, // depthwise, two channel slabs in the CPU engine
+		{16, 16, 3, 16, 1, 1, 2, 1},    // depthwise on a map narrower than the kernel
+		{16, 16, 3, 16, 2, 1, 3, 2},    // depthwise strided, narrow
+		{5, 9, 3, 1, 2, 1, 8, 8},       // StridedConv
+		{20, 3, 3, 1, 1, 1, 6, 5},      // to RGB: few outputs (the CPU engine's tap-channels GEMM)
+		{40, 20, 3, 1, 1, 1, 9, 11},    // 9 taps x 40 channels: packed k-blocks cross taps
 	} {
 		s := engine.Shape{B: 2, H: tc.h, W: tc.w, C: tc.in}
 		x := randSlice(rng, s.Elems())
