@@ -2,6 +2,7 @@ package unitok
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -299,28 +300,30 @@ type keepOpen struct{ ckpt.Reader }
 func (keepOpen) Close() error { return nil }
 
 // img returns the image path, loading it into t.image on the first call;
-// nil for a tokenizer built from a core Model. After any call of img (or
-// of a method that calls it), t.image may be read directly.
+// nil for a tokenizer built from a core Model, and after Close.
 func (t *Tokenizer) img() *imageModel {
 	t.imgLoad.once.Do(func() {
-		if t.imgLoad.open == nil {
+		if t.imgLoad.open == nil || t.closed.Load() {
 			return
 		}
 		r, err := t.imgLoad.open()
 		if err != nil {
 			e := badInput("image model", "%v", err)
-			t.image = &imageModel{err: e, headErr: e}
+			t.image.Store(&imageModel{err: e, headErr: e})
 			return
 		}
 		defer r.Close()
-		t.image = loadImageModel(r, t.model.Config, t.opts.threads)
-		if t.image.enc != nil && t.be.Name() != "cpu" {
+		im := loadImageModel(r, t.model.Config, t.opts.threads)
+		if im.enc != nil && t.be.Name() != "cpu" {
 			cudaImageNotice.Do(func() {
 				fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
 			})
 		}
+		if !t.closed.Load() {
+			t.image.Store(im)
+		}
 	})
-	return t.image
+	return t.image.Load()
 }
 
 // ImageModel loads the image path (ViTamin encoder and decoder) if it is
@@ -335,6 +338,9 @@ func (t *Tokenizer) ImageModel() error {
 	}
 	im := t.img()
 	if im == nil {
+		if t.closed.Load() {
+			return &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+		}
 		return badInput(op, "no image model loaded (the tokenizer was built from a core model)")
 	}
 	if im.err != nil {
@@ -492,16 +498,23 @@ func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, err
 		return nil, err
 	}
 	if err := t.ImageModel(); err != nil {
+		if errors.Is(err, ErrClosed) { // closed since the check above
+			return nil, &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+		}
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: ErrBadInput}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return t.img(), nil
+	im := t.img()
+	if im == nil { // closed since the check above
+		return nil, &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+	}
+	return im, nil
 }
 
-func (t *Tokenizer) checkPixels(op string, x []float32, B int) error {
-	S := t.img().cfg.ImgSize
+func (im *imageModel) checkPixels(op string, x []float32, B int) error {
+	S := im.cfg.ImgSize
 	if B <= 0 {
 		return badInput(op, "batch must be positive, got B=%d", B)
 	}
@@ -517,7 +530,7 @@ func (t *Tokenizer) encodeTokens(ctx context.Context, op string, x []float32, B 
 	if err != nil {
 		return nil, err
 	}
-	if err := t.checkPixels(op, x, B); err != nil {
+	if err := im.checkPixels(op, x, B); err != nil {
 		return nil, err
 	}
 	feats, err := im.enc.Encode(ctx, im.eng, x, B)
@@ -541,7 +554,7 @@ func (t *Tokenizer) TokenizePixels(ctx context.Context, x []float32, B int) ([]i
 	if err := ctx.Err(); err != nil {
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: err}
 	}
-	return t.Encode(feats, B, t.img().cfg.Tokens())
+	return t.Encode(feats, B, len(feats)/(B*t.model.InDim))
 }
 
 // Detokenize is UniTok's idx_to_img: codes (B, N, K) (or (B, K, N) with

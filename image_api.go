@@ -100,13 +100,14 @@ func (t *Tokenizer) PreprocessImages(imgs []image.Image) ([]float32, error) {
 }
 
 func (t *Tokenizer) preprocess(op string, imgs []image.Image) ([]float32, error) {
-	if _, err := t.imageReady(op, context.Background()); err != nil {
+	im, err := t.imageReady(op, context.Background())
+	if err != nil {
 		return nil, err
 	}
 	if err := t.checkImages(op, imgs); err != nil {
 		return nil, err
 	}
-	x, err := imageio.PreprocessBatch(imgs, t.image.cfg.ImgSize, ImageResizeRatio)
+	x, err := imageio.PreprocessBatch(imgs, im.cfg.ImgSize, ImageResizeRatio)
 	if err != nil {
 		return nil, badInput(op, "%v", err)
 	}
@@ -140,7 +141,8 @@ func (t *Tokenizer) DetokenizeImages(ctx context.Context, codes []int32, B int) 
 	if err != nil {
 		return nil, err
 	}
-	return PixelsToImages(rec, B, t.image.cfg.ImgSize)
+	S := int(math.Round(math.Sqrt(float64(len(rec) / (3 * B))))) // rec is (B, 3, S, S)
+	return PixelsToImages(rec, B, S)
 }
 
 // ReconstructImages tokenizes imgs and decodes the codes back to images:

@@ -178,9 +178,9 @@ func TestImageFromReleasedLayoutPth(t *testing.T) {
 	tok, err := Open(filepath.Join(dir, "unitok_tiny_bf16.pth"), WithDevice("cpu"), WithHeads(4))
 	require.NoError(t, err)
 	defer tok.Close()
-	require.Nil(t, tok.image, "the image path must load on first use, not at Open")
+	require.Nil(t, tok.image.Load(), "the image path must load on first use, not at Open")
 	runImageFixture(t, dir, tok)
-	require.NotNil(t, tok.image)
+	require.NotNil(t, tok.image.Load())
 }
 
 // TestImageVitaminBaseMatchesPyTorch runs the vitamin_base case (about a
@@ -364,7 +364,7 @@ func TestImageFromSafetensors(t *testing.T) {
 	// once the model was built, before any image ran: the engine kept
 	// none of them (a kept view would fault).
 	if mmapfile.Supported {
-		require.Equal(t, len(ts)-len(SynthTensorInfos(c)), tok.image.views, "image tensors read as views")
+		require.Equal(t, len(ts)-len(SynthTensorInfos(c)), tok.image.Load().views, "image tensors read as views")
 	}
 }
 
@@ -398,4 +398,43 @@ func TestImageConcurrentCallsAgree(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		require.NoError(t, <-errs)
 	}
+}
+
+// TestImageCloseDropsModel: Close lets the image path go even while the
+// Tokenizer value lives on; calls racing with Close either finish with the
+// right result or say the tokenizer is closed, and later calls say so.
+func TestImageCloseDropsModel(t *testing.T) {
+	tok := synthFixtureTokenizer(t, "testdata/image/tiny")
+	x, _ := readF32(t, "testdata/image/tiny/x.npy")
+	codes, _ := readI32(t, "testdata/image/tiny/codes.npy")
+	ctx := context.Background()
+	wantCodes, err := tok.TokenizePixels(ctx, x, 2)
+	require.NoError(t, err)
+	require.NotNil(t, tok.image.Load())
+
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		go func() {
+			c, err := tok.TokenizePixels(ctx, x, 2)
+			if err == nil && fmt.Sprint(c) != fmt.Sprint(wantCodes) {
+				err = fmt.Errorf("tokenize racing Close differs")
+			}
+			errs <- err
+		}()
+		go func() {
+			_, err := tok.Detokenize(ctx, codes, 2)
+			errs <- err
+		}()
+	}
+	require.NoError(t, tok.Close())
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			require.ErrorIs(t, err, ErrClosed)
+		}
+	}
+	require.Nil(t, tok.image.Load(), "Close keeps the image path")
+	_, err = tok.TokenizePixels(ctx, x, 2)
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, tok.ImageModel(), ErrClosed)
+	require.Zero(t, tok.ImageSize())
 }

@@ -105,8 +105,8 @@ type Tokenizer struct {
 	be      backend
 	closed  atomic.Bool
 	cleanup runtime.Cleanup
-	image   *imageModel // the ViTamin image path (image.go), set by img() on first use
-	imgLoad imageState  // how and whether the image path is loaded
+	image   atomic.Pointer[imageModel] // the ViTamin image path (image.go), set by img() on first use, dropped by Close
+	imgLoad imageState                 // how and whether the image path is loaded
 }
 
 // Open loads a checkpoint (safetensors, or a PyTorch zip checkpoint where
@@ -257,6 +257,10 @@ func (t *Tokenizer) Close() error {
 		return nil
 	}
 	t.cleanup.Stop()
+	// The image path (gigabytes at vitamin_large) goes with the tokenizer,
+	// even while the closed Tokenizer value is still referenced; a call
+	// already running keeps its own reference until it returns.
+	t.image.Store(nil)
 	return t.be.Close()
 }
 
