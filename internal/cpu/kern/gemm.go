@@ -195,7 +195,7 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 	panels := (O + panelWidth - 1) / panelWidth
 	g := gemmCall{mk: mk, dst: dst, ldd: ldd, op: op, w: w, bias: bias, accumulate: accumulate}
 	workers := max(threads, 1)
-	rowSplit := workers > 1 && (blocks >= 4*workers || blocks >= 2*workers && panels < 8*workers)
+	rowSplit := workers > 1 && blocks >= 2*workers
 	if workers > 1 && blocks < workers && R >= 2*workers*mk.mr {
 		// Fewer row blocks than threads (one image's 256 tokens): one
 		// block per thread. Each thread streams all of W, but no thread
@@ -207,10 +207,11 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 	}
 	if rowSplit {
 		// The threads take whole row blocks, each with its own packed A,
-		// and never wait for each other: many row blocks (convolutions
-		// over a large map, batches; 4096x160x640 on 2 threads: best 135
-		// vs 102 GFLOP/s splitting panels), enough of them and few
-		// panels, or one block per thread (above).
+		// and never wait for each other: at least two blocks per thread
+		// (convolutions over a large map, batches; 2 threads, interleaved
+		// runs: 4096x160x640 best 135 vs 102 GFLOP/s splitting panels,
+		// 1024x1024x3072 median 115 vs 107), or one block per thread
+		// (above).
 		ParallelFor(blocks, 1, workers, func(_, lo, hi int) {
 			sp := g.scratch(mc, 1)
 			defer packPool.Put(sp)
