@@ -196,11 +196,13 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 	g := gemmCall{mk: mk, dst: dst, ldd: ldd, op: op, w: w, bias: bias, accumulate: accumulate}
 	workers := max(threads, 1)
 	rowSplit := workers > 1 && blocks >= 2*workers
-	if workers > 1 && blocks < workers && R >= 2*workers*mk.mr {
-		// Fewer row blocks than threads (one image's 256 tokens): one
-		// block per thread. Each thread streams all of W, but no thread
-		// waits for another between k-blocks (256x1024x3072 on 2
-		// threads, interleaved runs: median 113 vs 101 GFLOP/s).
+	if workers > 1 && blocks < workers && R >= 8*workers*mk.mr {
+		// Fewer row blocks than threads (one image's 256 tokens on a few
+		// cores): one block per thread. Each thread streams all of W, but
+		// no thread waits for another between k-blocks (256x1024x3072 on
+		// 2 threads, interleaved runs: median 113 vs 101 GFLOP/s). With
+		// fewer than 8 row tiles per thread, each W slice would serve too
+		// few tiles: the panels are split instead.
 		mc = ((R+workers-1)/workers + mk.mr - 1) / mk.mr * mk.mr
 		blocks = (R + mc - 1) / mc
 		rowSplit = true
