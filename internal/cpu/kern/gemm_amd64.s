@@ -1729,3 +1729,214 @@ tileAVX2x6_done:
 	VZEROUPPER
 	RET
 
+// func dwConv3x3AVX2(dst, x0, x1, x2, w, bias *float32, cb, width, xstep, ld int)
+//
+// One output row of a 3x3 depthwise convolution over NHWC rows whose
+// positions are ld floats apart: for ox < width and channel j < cb/4 (cb
+// bytes, a multiple of 32),
+//
+//	dst[ox*ld+j] = bias[j] + sum over ky, kx of
+//	               x_ky[ox*xstep + kx*ld + j] * w[(ky*3+kx)*ld + j]
+//
+// taps added in order (ky, kx) with one FMA each. Outputs go six at a
+// time (accumulators Y10-Y15, so six FMA chains overlap), and for each
+// six, every block of 8 channels: the block's 9 weights are loaded into
+// Y0-Y8 and its bias into Y9 (they stay in L1), while the input stays
+// near: the six outputs' 3 x 8 positions.
+TEXT ·dwConv3x3AVX2(SB), NOSPLIT, $0-80
+	MOVQ dst+0(FP), DI
+	MOVQ x0+8(FP), SI
+	MOVQ x1+16(FP), R8
+	MOVQ x2+24(FP), R9
+	MOVQ ld+72(FP), CX
+	SHLQ $2, CX // one position (and one tap of w), bytes
+	MOVQ width+56(FP), DX
+	MOVQ xstep+64(FP), BX
+	SHLQ $2, BX // input bytes between outputs
+	LEAQ (BX)(BX*2), R10 // three outputs' input, bytes
+dw_six:
+	CMPQ DX, $6
+	JLT dw_one
+	XORQ R13, R13 // channel block, bytes
+dw_six_c:
+	MOVQ w+32(FP), AX
+	ADDQ R13, AX
+	VMOVUPS (AX), Y0
+	ADDQ CX, AX
+	VMOVUPS (AX), Y1
+	ADDQ CX, AX
+	VMOVUPS (AX), Y2
+	ADDQ CX, AX
+	VMOVUPS (AX), Y3
+	ADDQ CX, AX
+	VMOVUPS (AX), Y4
+	ADDQ CX, AX
+	VMOVUPS (AX), Y5
+	ADDQ CX, AX
+	VMOVUPS (AX), Y6
+	ADDQ CX, AX
+	VMOVUPS (AX), Y7
+	ADDQ CX, AX
+	VMOVUPS (AX), Y8
+	MOVQ bias+40(FP), AX
+	VMOVUPS (AX)(R13*1), Y9
+	VMOVUPS Y9, Y10
+	VMOVUPS Y9, Y11
+	VMOVUPS Y9, Y12
+	VMOVUPS Y9, Y13
+	VMOVUPS Y9, Y14
+	VMOVUPS Y9, Y15
+	LEAQ (SI)(R13*1), R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y0, Y10
+	VFMADD231PS (R11)(BX*1), Y0, Y11
+	VFMADD231PS (R11)(BX*2), Y0, Y12
+	VFMADD231PS (R12), Y0, Y13
+	VFMADD231PS (R12)(BX*1), Y0, Y14
+	VFMADD231PS (R12)(BX*2), Y0, Y15
+	ADDQ CX, R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y1, Y10
+	VFMADD231PS (R11)(BX*1), Y1, Y11
+	VFMADD231PS (R11)(BX*2), Y1, Y12
+	VFMADD231PS (R12), Y1, Y13
+	VFMADD231PS (R12)(BX*1), Y1, Y14
+	VFMADD231PS (R12)(BX*2), Y1, Y15
+	ADDQ CX, R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y2, Y10
+	VFMADD231PS (R11)(BX*1), Y2, Y11
+	VFMADD231PS (R11)(BX*2), Y2, Y12
+	VFMADD231PS (R12), Y2, Y13
+	VFMADD231PS (R12)(BX*1), Y2, Y14
+	VFMADD231PS (R12)(BX*2), Y2, Y15
+	LEAQ (R8)(R13*1), R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y3, Y10
+	VFMADD231PS (R11)(BX*1), Y3, Y11
+	VFMADD231PS (R11)(BX*2), Y3, Y12
+	VFMADD231PS (R12), Y3, Y13
+	VFMADD231PS (R12)(BX*1), Y3, Y14
+	VFMADD231PS (R12)(BX*2), Y3, Y15
+	ADDQ CX, R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y4, Y10
+	VFMADD231PS (R11)(BX*1), Y4, Y11
+	VFMADD231PS (R11)(BX*2), Y4, Y12
+	VFMADD231PS (R12), Y4, Y13
+	VFMADD231PS (R12)(BX*1), Y4, Y14
+	VFMADD231PS (R12)(BX*2), Y4, Y15
+	ADDQ CX, R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y5, Y10
+	VFMADD231PS (R11)(BX*1), Y5, Y11
+	VFMADD231PS (R11)(BX*2), Y5, Y12
+	VFMADD231PS (R12), Y5, Y13
+	VFMADD231PS (R12)(BX*1), Y5, Y14
+	VFMADD231PS (R12)(BX*2), Y5, Y15
+	LEAQ (R9)(R13*1), R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y6, Y10
+	VFMADD231PS (R11)(BX*1), Y6, Y11
+	VFMADD231PS (R11)(BX*2), Y6, Y12
+	VFMADD231PS (R12), Y6, Y13
+	VFMADD231PS (R12)(BX*1), Y6, Y14
+	VFMADD231PS (R12)(BX*2), Y6, Y15
+	ADDQ CX, R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y7, Y10
+	VFMADD231PS (R11)(BX*1), Y7, Y11
+	VFMADD231PS (R11)(BX*2), Y7, Y12
+	VFMADD231PS (R12), Y7, Y13
+	VFMADD231PS (R12)(BX*1), Y7, Y14
+	VFMADD231PS (R12)(BX*2), Y7, Y15
+	ADDQ CX, R11
+	LEAQ (R11)(R10*1), R12
+	VFMADD231PS (R11), Y8, Y10
+	VFMADD231PS (R11)(BX*1), Y8, Y11
+	VFMADD231PS (R11)(BX*2), Y8, Y12
+	VFMADD231PS (R12), Y8, Y13
+	VFMADD231PS (R12)(BX*1), Y8, Y14
+	VFMADD231PS (R12)(BX*2), Y8, Y15
+	LEAQ (DI)(R13*1), AX
+	VMOVUPS Y10, (AX)
+	ADDQ CX, AX
+	VMOVUPS Y11, (AX)
+	ADDQ CX, AX
+	VMOVUPS Y12, (AX)
+	ADDQ CX, AX
+	VMOVUPS Y13, (AX)
+	ADDQ CX, AX
+	VMOVUPS Y14, (AX)
+	ADDQ CX, AX
+	VMOVUPS Y15, (AX)
+	ADDQ $32, R13
+	CMPQ R13, cb+48(FP)
+	JLT dw_six_c
+	LEAQ (R10)(R10*1), R12 // six outputs' input
+	ADDQ R12, SI
+	ADDQ R12, R8
+	ADDQ R12, R9
+	LEAQ (CX)(CX*2), R12
+	LEAQ (DI)(R12*2), DI // six outputs
+	SUBQ $6, DX
+	JMP dw_six
+dw_one:
+	TESTQ DX, DX
+	JEQ dw_done
+	XORQ R13, R13
+dw_one_c:
+	MOVQ w+32(FP), AX
+	ADDQ R13, AX
+	VMOVUPS (AX), Y0
+	ADDQ CX, AX
+	VMOVUPS (AX), Y1
+	ADDQ CX, AX
+	VMOVUPS (AX), Y2
+	ADDQ CX, AX
+	VMOVUPS (AX), Y3
+	ADDQ CX, AX
+	VMOVUPS (AX), Y4
+	ADDQ CX, AX
+	VMOVUPS (AX), Y5
+	ADDQ CX, AX
+	VMOVUPS (AX), Y6
+	ADDQ CX, AX
+	VMOVUPS (AX), Y7
+	ADDQ CX, AX
+	VMOVUPS (AX), Y8
+	MOVQ bias+40(FP), AX
+	VMOVUPS (AX)(R13*1), Y9
+	VMOVUPS Y9, Y10
+	LEAQ (SI)(R13*1), R11
+	VFMADD231PS (R11), Y0, Y10
+	ADDQ CX, R11
+	VFMADD231PS (R11), Y1, Y10
+	ADDQ CX, R11
+	VFMADD231PS (R11), Y2, Y10
+	LEAQ (R8)(R13*1), R11
+	VFMADD231PS (R11), Y3, Y10
+	ADDQ CX, R11
+	VFMADD231PS (R11), Y4, Y10
+	ADDQ CX, R11
+	VFMADD231PS (R11), Y5, Y10
+	LEAQ (R9)(R13*1), R11
+	VFMADD231PS (R11), Y6, Y10
+	ADDQ CX, R11
+	VFMADD231PS (R11), Y7, Y10
+	ADDQ CX, R11
+	VFMADD231PS (R11), Y8, Y10
+	VMOVUPS Y10, (DI)(R13*1)
+	ADDQ $32, R13
+	CMPQ R13, cb+48(FP)
+	JLT dw_one_c
+	ADDQ BX, SI
+	ADDQ BX, R8
+	ADDQ BX, R9
+	ADDQ CX, DI
+	DECQ DX
+	JMP dw_one
+dw_done:
+	VZEROUPPER
+	RET
+

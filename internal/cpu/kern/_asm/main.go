@@ -379,6 +379,7 @@ func main() {
 	vec()
 	rowOps()
 	tiles()
+	dwConv()
 	if err := os.WriteFile(*outPath, out.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
