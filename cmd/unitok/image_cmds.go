@@ -164,16 +164,7 @@ func runTokenize(args []string, stdout, stderr io.Writer) error {
 	if sharded(c.in, c.out, &pf) {
 		return c.runImageShards(&pf, stderr)
 	}
-	if _, err := c.wantExt(".npy"); err != nil {
-		return err
-	}
-	if _, _, err := c.ef.options(); err != nil {
-		return err
-	}
-	if err := checkOut(c.out); err != nil {
-		return err
-	}
-	img, err := c.loadImage()
+	img, err := c.imageToNpy()
 	if err != nil {
 		return err
 	}
@@ -506,22 +497,29 @@ func psnrStr(p float64) string {
 	return fmt.Sprintf("%.2f dB", p)
 }
 
+// imageToNpy checks a one-image command that writes a .npy (--out's
+// extension, the engine flags, that --out can be written) and loads its
+// image.
+func (c *imageCmd) imageToNpy() (image.Image, error) {
+	if _, err := c.wantExt(".npy"); err != nil {
+		return nil, err
+	}
+	if _, _, err := c.ef.options(); err != nil {
+		return nil, err
+	}
+	if err := checkOut(c.out); err != nil {
+		return nil, err
+	}
+	return c.loadImage()
+}
+
 // runEmbed: one image -> its CLIP embedding (E,) float32, L2-normalized.
 func runEmbed(args []string, stdout, stderr io.Writer) error {
 	c := newImageCmd("embed")
 	if err := c.parse(args, stdout, 0); err != nil {
 		return err
 	}
-	if _, err := c.wantExt(".npy"); err != nil {
-		return err
-	}
-	if _, _, err := c.ef.options(); err != nil {
-		return err
-	}
-	if err := checkOut(c.out); err != nil {
-		return err
-	}
-	img, err := c.loadImage()
+	img, err := c.imageToNpy()
 	if err != nil {
 		return err
 	}
