@@ -319,8 +319,9 @@ func (t *Tokenizer) img() *imageModel {
 				fmt.Fprintf(os.Stderr, "unitok: the ViTamin encoder/decoder run on the CPU engine (no CUDA kernels yet); the tokenizer core runs on %s\n", t.be.Name())
 			})
 		}
-		if !t.closed.Load() {
-			t.image.Store(im)
+		t.image.Store(im)
+		if t.closed.Load() { // Close ran while loading: it may have stored nil before us
+			t.image.Store(nil)
 		}
 	})
 	return t.image.Load()
