@@ -75,6 +75,20 @@ func kernel(s isa, mr, cols int) {
 	label(name + "_tile")
 	p("MOVQ SI, BX")
 	p("MOVQ DI, CX")
+	// The C tile is loaded (or written) only after the k loop: ask for
+	// its rows now (each may straddle a line more), so the epilogue does
+	// not wait on L3 or memory (256x1024x3072, one thread, with the B
+	// prefetch below: median 70 vs 61 GFLOP/s in interleaved runs).
+	p("MOVQ DX, R14")
+	for i := 0; i < mr; i++ {
+		for off := 0; off < cols*4*s.lanes; off += 64 {
+			p("PREFETCHT0 %d(R14)", off)
+		}
+		p("PREFETCHT0 %d(R14)", cols*4*s.lanes-4)
+		if i < mr-1 {
+			p("ADDQ R8, R14")
+		}
+	}
 	for i := 0; i < mr; i++ {
 		for j := 0; j < cols; j++ {
 			p("%s %s, %s, %s", s.zero, acc(i, j), acc(i, j), acc(i, j))
@@ -83,15 +97,17 @@ func kernel(s isa, mr, cols int) {
 	// One k step: the B row (cols registers, 128 bytes apart per k: the
 	// panel is 32 floats wide whatever the tile width), then for each row
 	// a broadcast of A and cols FMAs.
-	step := func(k int) {
+	step := func(k int, t0 bool) {
 		for j := 0; j < cols; j++ {
 			p("VMOVUPS %d(BX), %s", k*128+j*4*s.lanes, breg(j))
 		}
 		// The panel slice comes from L3 or memory the first time a tile
 		// reads it: prefetch both lines of the row prefetchDist k ahead (the
 		// other half of the panel too, for the AVX2 tile's second pass).
-		p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128)
-		p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128+64)
+		if t0 {
+			p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128)
+			p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128+64)
+		}
 		for i := 0; i < mr; i++ {
 			p("VBROADCASTSS %d(AX), %s", (k*mr+i)*4, bc(i))
 			for j := 0; j < cols; j++ {
@@ -100,29 +116,40 @@ func kernel(s isa, mr, cols int) {
 		}
 	}
 	const unroll = 4
-	p("CMPQ CX, $%d", unroll)
-	p("JLT %s_tail", name)
-	label(name + "_loop4")
-	// One line of the next panel slice per 4 k steps, into L2, while it
-	// lasts: by the time the tiles move on, it is no longer in memory.
-	p("CMPQ R11, R13")
-	p("JAE %s_nopf", name)
-	p("PREFETCHT1 (R11)")
-	p("ADDQ $64, R11")
-	label(name + "_nopf")
-	for k := 0; k < unroll; k++ {
-		step(k)
+	loop4 := func(suffix string, t0 bool) {
+		p("CMPQ CX, $%d", unroll)
+		p("JLT %s_tail", name)
+		label(name + "_loop4" + suffix)
+		// One line of the next panel slice per 4 k steps, into L2, while it
+		// lasts: by the time the tiles move on, it is no longer in memory.
+		p("CMPQ R11, R13")
+		p("JAE %s_nopf%s", name, suffix)
+		p("PREFETCHT1 (R11)")
+		p("ADDQ $64, R11")
+		label(name + "_nopf" + suffix)
+		for k := 0; k < unroll; k++ {
+			step(k, t0)
+		}
+		p("ADDQ $%d, AX", unroll*mr*4)
+		p("ADDQ $%d, BX", unroll*128)
+		p("SUBQ $%d, CX", unroll)
+		p("CMPQ CX, $%d", unroll)
+		p("JGE %s_loop4%s", name, suffix)
+		p("JMP %s_tail", name)
 	}
-	p("ADDQ $%d, AX", unroll*mr*4)
-	p("ADDQ $%d, BX", unroll*128)
-	p("SUBQ $%d, CX", unroll)
-	p("CMPQ CX, $%d", unroll)
-	p("JGE %s_loop4", name)
+	// The first tile brings the slice into L1 (PREFETCHT0 ahead of its
+	// loads); the others find it there and skip the prefetches, which would
+	// only take load slots.
+	p("CMPQ R12, tiles+56(FP)")
+	p("JNE %s_rest", name)
+	loop4("first", true)
+	label(name + "_rest")
+	loop4("", false)
 	label(name + "_tail")
 	p("TESTQ CX, CX")
 	p("JEQ %s_epilogue", name)
 	label(name + "_loop1")
-	step(0)
+	step(0, true)
 	p("ADDQ $%d, AX", mr*4)
 	p("ADDQ $128, BX")
 	p("DECQ CX")
