@@ -50,6 +50,9 @@ type Codebook struct {
 	// at wt[j0*D] and is (D, width) row-major, zero past V.
 	wt []float32
 	bt []float32 // vpad: b, then -Inf past V
+	// noBias: every offset is zero and V == vpad (cosine search at the
+	// real widths), so a kernel may skip the offsets.
+	noBias bool
 }
 
 // NewCodebook lays out the V codewords words (V, d) row-major and their
@@ -77,6 +80,13 @@ func NewCodebook(words, bias []float32, V, d int) *Codebook {
 		}
 	}
 	copy(c.bt, bias[:V])
+	c.noBias = vpad == V
+	for _, v := range bias[:V] {
+		if v != 0 {
+			c.noBias = false
+			break
+		}
+	}
 	for j := V; j < vpad; j++ {
 		c.bt[j] = float32(math.Inf(-1))
 	}
@@ -208,8 +218,12 @@ func argmaxNGo(z, w, bias []float32, V, d int) int32 {
 // return exactly the generic path's codes, ties (which the small integers
 // make common) included.
 func argmaxSelfCheck(path int32) bool {
-	for _, d := range []int{8, 5} {
-		c, z, n := exactArgmaxCase(d, argmaxChunk+45, 13)
+	for _, cs := range []struct {
+		d, V   int
+		noBias bool
+	}{{8, argmaxChunk + 45, false}, {5, argmaxChunk + 45, false}, {8, argmaxChunk + 2*argmaxBlock, true}} {
+		d := cs.d
+		c, z, n := exactArgmaxCase(d, cs.V, 13, cs.noBias)
 		want, got := make([]int32, n), make([]int32, n)
 		c.argmaxGeneric(want, 1, z, d, n)
 		switch path {
@@ -230,7 +244,7 @@ func argmaxSelfCheck(path int32) bool {
 // exactArgmaxCase returns a codebook of V > 40 codewords of width d and n
 // token chunks with small integer components and biases (a fixed LCG), so
 // every score is an exact float32 integer.
-func exactArgmaxCase(d, V, n int) (*Codebook, []float32, int) {
+func exactArgmaxCase(d, V, n int, zeroBias bool) (*Codebook, []float32, int) {
 	x := uint32(12345)
 	next := func() float32 {
 		x = x*1664525 + 1013904223
@@ -261,6 +275,9 @@ func exactArgmaxCase(d, V, n int) (*Codebook, []float32, int) {
 		for t := 0; t < d; t++ {
 			z[i*d+t] = 7
 		}
+	}
+	if zeroBias {
+		clear(bias)
 	}
 	return NewCodebook(w, bias, V, d), z, n
 }

@@ -66,6 +66,12 @@ var (
 //go:noescape
 func argmax8AVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)
 
+// argmax8NoBiasAVX2 is argmax8AVX2 for a Codebook with noBias (all score
+// offsets zero, V a multiple of the block): the bias is not read.
+//
+//go:noescape
+func argmax8NoBiasAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)
+
 // argmaxNAVX2 is any d, AVX2, with argmax8AVX2's interface and threshold
 // (L = 1) plus d: per step of 32 codewords, two FMA chains per 8-codeword
 // block (even and odd components), each component broadcast once from the
@@ -133,7 +139,9 @@ func (c *Codebook) argmaxRowsAVX2(dst []int32, ldd int, z []float32, ldz int, n 
 		}
 		for j0 := 0; j0 < c.vpad; j0 += argmaxChunk {
 			width := min(argmaxChunk, c.vpad-j0)
-			if c.D == 8 {
+			if c.D == 8 && c.noBias {
+				argmax8NoBiasAVX2(&c.wt[j0*8], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0])
+			} else if c.D == 8 {
 				argmax8AVX2(&c.wt[j0*8], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0])
 			} else {
 				argmaxNAVX2(&c.wt[j0*c.D], &c.bt[j0], width, &z[b0*ldz], ldz*4, j0, nb, &best[0], &idx[0], c.D)

@@ -181,6 +181,145 @@ found2avx2:
 	LEAQ 16(AX)(R12*1), R11
 	JMP  next8avx2
 
+// func argmax8NoBiasAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32)
+// argmax8AVX2 for a codebook whose score offsets are all zero (cosine
+// search) and unpadded (no -Inf offsets to add): the bias is not read and
+// row 0 starts each chain with VMULPS, which rounds z0*w0 exactly as the
+// FMA onto a zero bias does, so the codes are the same. Four loads fewer
+// per 32 FMAs (the kernel is bound by its loads: codewords are FMA memory
+// operands).
+TEXT ·argmax8NoBiasAVX2(SB), NOSPLIT, $0-72
+	MOVQ width+16(FP), CX
+	MOVQ z+24(FP), R13
+	MOVQ best+56(FP), DI
+	MOVQ idx+64(FP), R9
+	LEAQ (CX*4), BX
+	LEAQ (BX)(BX*2), R8
+
+tok8nb:
+	MOVQ wt+0(FP), SI
+	MOVQ width+16(FP), CX
+	LEAQ (SI)(BX*4), R10
+	VBROADCASTSS 0(R13), Y0
+	VBROADCASTSS 4(R13), Y1
+	VBROADCASTSS 8(R13), Y2
+	VBROADCASTSS 12(R13), Y3
+	VBROADCASTSS 16(R13), Y4
+	VBROADCASTSS 20(R13), Y5
+	VBROADCASTSS 24(R13), Y6
+	VBROADCASTSS 28(R13), Y7
+	VBROADCASTSS (DI), Y8
+	MOVLQZX (R9), R11
+	MOVQ j0+40(FP), AX
+
+loop8nb:
+	// row 0
+	VMULPS (SI), Y0, Y9
+	VMULPS 32(SI), Y0, Y10
+	VMULPS 64(SI), Y0, Y11
+	VMULPS 96(SI), Y0, Y12
+	// row 1
+	VFMADD231PS (SI)(BX*1), Y1, Y9
+	VFMADD231PS 32(SI)(BX*1), Y1, Y10
+	VFMADD231PS 64(SI)(BX*1), Y1, Y11
+	VFMADD231PS 96(SI)(BX*1), Y1, Y12
+	// row 2
+	VFMADD231PS (SI)(BX*2), Y2, Y9
+	VFMADD231PS 32(SI)(BX*2), Y2, Y10
+	VFMADD231PS 64(SI)(BX*2), Y2, Y11
+	VFMADD231PS 96(SI)(BX*2), Y2, Y12
+	// row 3
+	VFMADD231PS (SI)(R8*1), Y3, Y9
+	VFMADD231PS 32(SI)(R8*1), Y3, Y10
+	VFMADD231PS 64(SI)(R8*1), Y3, Y11
+	VFMADD231PS 96(SI)(R8*1), Y3, Y12
+	// row 4
+	VFMADD231PS (R10), Y4, Y9
+	VFMADD231PS 32(R10), Y4, Y10
+	VFMADD231PS 64(R10), Y4, Y11
+	VFMADD231PS 96(R10), Y4, Y12
+	// row 5
+	VFMADD231PS (R10)(BX*1), Y5, Y9
+	VFMADD231PS 32(R10)(BX*1), Y5, Y10
+	VFMADD231PS 64(R10)(BX*1), Y5, Y11
+	VFMADD231PS 96(R10)(BX*1), Y5, Y12
+	// row 6
+	VFMADD231PS (R10)(BX*2), Y6, Y9
+	VFMADD231PS 32(R10)(BX*2), Y6, Y10
+	VFMADD231PS 64(R10)(BX*2), Y6, Y11
+	VFMADD231PS 96(R10)(BX*2), Y6, Y12
+	// row 7
+	VFMADD231PS (R10)(R8*1), Y7, Y9
+	VFMADD231PS 32(R10)(R8*1), Y7, Y10
+	VFMADD231PS 64(R10)(R8*1), Y7, Y11
+	VFMADD231PS 96(R10)(R8*1), Y7, Y12
+	VMAXPS Y10, Y9, Y13
+	VMAXPS Y12, Y11, Y14
+	VMAXPS Y14, Y13, Y13
+	VCMPPS $0x1e, Y8, Y13, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  slow8nb
+
+next8nb:
+	ADDQ $128, SI
+	ADDQ $128, R10
+	ADDQ $32, AX
+	SUBQ $32, CX
+	JNZ  loop8nb
+
+	VMOVSS X8, (DI)
+	MOVL R11, (R9)
+	ADDQ $4, DI
+	ADDQ $4, R9
+	ADDQ ldz+32(FP), R13
+	DECQ n+48(FP)
+	JNZ  tok8nb
+	VZEROUPPER
+	RET
+
+slow8nb:
+	// Y8 = the largest of the 32 scores, in every lane.
+	VPERM2F128 $0x01, Y13, Y13, Y14
+	VMAXPS Y14, Y13, Y14
+	VPERMILPS $0x4e, Y14, Y15
+	VMAXPS Y15, Y14, Y14
+	VPERMILPS $0xb1, Y14, Y15
+	VMAXPS Y15, Y14, Y8
+	// The lowest codeword scoring it: blocks in order, then the lowest lane.
+	VCMPPS $0x00, Y8, Y9, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  found0nb
+	VCMPPS $0x00, Y8, Y10, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  found1nb
+	VCMPPS $0x00, Y8, Y11, Y14
+	VMOVMSKPS Y14, R12
+	TESTL R12, R12
+	JNZ  found2nb
+	VCMPPS $0x00, Y8, Y12, Y14
+	VMOVMSKPS Y14, R12
+	BSFL R12, R12
+	LEAQ 24(AX)(R12*1), R11
+	JMP  next8nb
+
+found0nb:
+	BSFL R12, R12
+	LEAQ (AX)(R12*1), R11
+	JMP  next8nb
+
+found1nb:
+	BSFL R12, R12
+	LEAQ 8(AX)(R12*1), R11
+	JMP  next8nb
+
+found2nb:
+	BSFL R12, R12
+	LEAQ 16(AX)(R12*1), R11
+	JMP  next8nb
+
 // func argmaxNAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32, d int)
 // Any d; n tokens, the chunk of token i at z + i*ldz (ldz in bytes); L = 1
 // as in argmax8AVX2. Per step of 32 codewords (blocks 0-3, 8 each), two

@@ -231,8 +231,14 @@ func TestArgmaxPathsAgree(t *testing.T) {
 // exact ties; and the start-up self-check accepts every path the CPU has.
 func TestArgmaxExactIntegerProblemsAgree(t *testing.T) {
 	ties := 0
-	for _, d := range []int{8, 5, 1, 16} {
-		c, z, n := exactArgmaxCase(d, 2*argmaxChunk+100, 301)
+	for _, cs := range []struct {
+		d, V     int
+		zeroBias bool
+	}{{8, 2*argmaxChunk + 100, false}, {5, 2*argmaxChunk + 100, false}, {1, 2*argmaxChunk + 100, false}, {16, 2*argmaxChunk + 100, false}, {8, 2*argmaxChunk + 3*argmaxBlock, true}} {
+		d := cs.d
+		c, z, n := exactArgmaxCase(d, cs.V, 301, cs.zeroBias)
+		// The zero-offset case runs the kernels that skip the offsets.
+		require.Equal(t, cs.zeroBias, c.noBias, "%+v", cs)
 		want := make([]int32, n)
 		c.argmaxGeneric(want, 1, z, d, n)
 		for i := 0; i < n; i++ {
