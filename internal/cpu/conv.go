@@ -248,31 +248,50 @@ const tapChannelsMax = 32
 
 // tapChannelsWeight lays the im2col weight r (out, T*in) out as
 // tapChannelsConv's (32, in) weight: row t*out+o = tap t of output o, zero
-// rows past T*out (so every GEMM tile is a full one).
-func tapChannelsWeight(r []float32, out, in, T int) *kern.Packed {
+// rows past T*out (so every GEMM tile is a full one); packed for kern.Gemm,
+// and transposed, (in, 32) row-major, for kern.Tile.
+func tapChannelsWeight(r []float32, out, in, T int) (*kern.Packed, []float32) {
 	w := make([]float32, tapChannelsMax*in)
 	for t := 0; t < T; t++ {
 		for o := 0; o < out; o++ {
 			copy(w[(t*out+o)*in:(t*out+o+1)*in], r[o*T*in+t*in:])
 		}
 	}
-	return kern.Pack(w, tapChannelsMax, in)
+	wt := make([]float32, in*tapChannelsMax)
+	for j := 0; j < tapChannelsMax; j++ {
+		for c := 0; c < in; c++ {
+			wt[c*tapChannelsMax+j] = w[j*in+c]
+		}
+	}
+	return kern.Pack(w, tapChannelsMax, in), wt
 }
 
 // tapChannelsConv is a stride-1 kxk convolution with few output channels
 // (the decoder's last 3x3 convolution to RGB): a GEMM whose output columns
-// are every (tap, channel) pair, (kh*kw*out) wide, over the padded input,
-// then each output sums its taps' columns at the shifted positions. The
-// GEMM fills one 32-wide panel instead of using out/32 of it per tap.
+// are every (tap, channel) pair, (kh*kw*out) wide, over the input pixels,
+// then each output sums its taps' columns at the shifted positions (taps
+// that fall in the padding add nothing). The GEMM fills one 32-wide panel
+// instead of using out/32 of it per tap, and runs on kern.Tile where it is
+// fast: with 32 columns, packing A would cost more than the product (the
+// padded copy and packed GEMM it replaces took 36 ms at 256x256x160 -> 3,
+// on 2 threads).
 func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
 	s, o := x.S, out.S
-	Hp, Wp := s.H+2*pad, s.W+2*pad
 	threads := e.threads()
-	xp := e.padded(x, pad, threads)
-	TO := tapChannelsMax // GEMM row stride; columns past kh*kw*out are zero
-	R := s.B * Hp * Wp
+	TO := tapChannelsMax // yb row stride; columns past kh*kw*out are zero
+	R := s.B * s.H * s.W
 	yb := e.buf(R * TO)
-	kern.Gemm(yb, TO, xp, s.C, R, c.tapCh, nil, false, threads)
+	if kern.TileFast() {
+		const rowsPerPiece = 32 * kern.TileRows
+		kern.ParallelFor((R+rowsPerPiece-1)/rowsPerPiece, 1, threads, func(_, lo, hi int) {
+			for r0 := lo * rowsPerPiece; r0 < min(hi*rowsPerPiece, R); r0 += kern.TileRows {
+				n := min(kern.TileRows, R-r0)
+				kern.Tile(yb[r0*TO:], TO, x.D[r0*s.C:], s.C, c.tapChT, TO, n, s.C, TO)
+			}
+		})
+	} else {
+		kern.Gemm(yb, TO, x.D, s.C, R, c.tapCh, nil, false, threads)
+	}
 	kern.ParallelFor(o.B*o.H, 8, threads, func(_, lo, hi int) {
 		for r := lo; r < hi; r++ {
 			b, y := r/o.H, r%o.H
@@ -284,9 +303,17 @@ func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
 					clear(dst)
 				}
 				for ky := 0; ky < c.kh; ky++ {
+					iy := y + ky - pad
+					if iy < 0 || iy >= s.H {
+						continue
+					}
 					for kx := 0; kx < c.kw; kx++ {
+						ix := xo + kx - pad
+						if ix < 0 || ix >= s.W {
+							continue
+						}
 						t := ky*c.kw + kx
-						src := yb[((b*Hp+y+ky)*Wp+xo+kx)*TO+t*o.C:]
+						src := yb[((b*s.H+iy)*s.W+ix)*TO+t*o.C:]
 						for i := range dst {
 							dst[i] += src[i]
 						}
@@ -295,7 +322,6 @@ func (e *Engine) tapChannelsConv(out, x *Tensor, c *conv, pad int) {
 			}
 		}
 	})
-	e.recycle(xp)
 	e.recycle(yb)
 }
 

@@ -95,8 +95,11 @@ type conv struct {
 	bias                    []float32
 	spatial                 bool // dense with a kernel larger than 1x1
 	// tapCh is the (32, in) weight of tapChannelsConv, row t*out+o = tap t
-	// of output o, zero rows past kh*kw*out; nil unless kh*kw*out <= 32.
-	tapCh *kern.Packed
+	// of output o, zero rows past kh*kw*out, packed for kern.Gemm; tapChT
+	// the same (in, 32) row-major for kern.Tile. nil unless
+	// kh*kw*out <= 32.
+	tapCh  *kern.Packed
+	tapChT []float32
 	// phases are the sub-pixel weights of UpConv3x3 (UpConvWeight only):
 	// for output phase (py, px), (out, 4*in) over the 2x2 taps (dy, dx) of
 	// the low-resolution input, each the sum of the 3x3 taps that land on
@@ -131,7 +134,7 @@ func (e *Engine) Conv(w, bias []float32, out, in, kh, kw, groups int) engine.Wei
 		}
 		c.dense = &linear{p: kern.Pack(r, out, K), bias: c.bias}
 		if c.spatial = kh*kw > 1; c.spatial && kh*kw*out <= tapChannelsMax {
-			c.tapCh = tapChannelsWeight(r, out, in, kh*kw)
+			c.tapCh, c.tapChT = tapChannelsWeight(r, out, in, kh*kw)
 		}
 	case groups == in && out == in:
 		c.dw = make([]float32, kh*kw*in)

@@ -92,6 +92,8 @@ func testConv2d(t *testing.T, e engine.Engine) {
 		{16, 16, 3, 16, 2, 1, 3, 2},    // depthwise strided, narrow
 		{5, 9, 3, 1, 2, 1, 8, 8},       // StridedConv
 		{20, 3, 3, 1, 1, 1, 6, 5},      // to RGB: few outputs (the CPU engine's tap-channels GEMM)
+		{7, 3, 3, 1, 1, 1, 13, 17},     // tap-channels over several pieces of rows and a short last tile
+		{10, 2, 3, 1, 1, 0, 7, 9},      // tap-channels without padding
 		{40, 20, 3, 1, 1, 1, 9, 11},    // 9 taps x 40 channels: packed k-blocks cross taps
 	} {
 		s := engine.Shape{B: 2, H: tc.h, W: tc.w, C: tc.in}

@@ -32,28 +32,60 @@ func (r rsrc) Get(n string, shape ...int) ([]float32, error) {
 
 type timed struct {
 	*cpu.Engine
-	t map[string]time.Duration
+	t     map[string]time.Duration
+	flops map[string]float64
+	// perOut is each uploaded linear or convolution weight's floating-point
+	// operations per output value (2 x its multiply-adds).
+	perOut map[engine.Weight]float64
 }
 
 func (t *timed) rec(name string, s engine.Shape, t0 time.Time) {
 	t.t[fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)] += time.Since(t0)
 }
+
+// recFlops adds the operations of an op that wrote shape s with weight w.
+func (t *timed) recFlops(name string, s engine.Shape, w engine.Weight) {
+	t.flops[fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)] += float64(s.B*s.H*s.W*s.C) * t.perOut[w]
+}
+func (t *timed) Linear(w, bias []float32, out, in int) engine.Weight {
+	r := t.Engine.Linear(w, bias, out, in)
+	t.perOut[r] = 2 * float64(in)
+	return r
+}
+func (t *timed) Conv(w, bias []float32, out, in, kh, kw, groups int) engine.Weight {
+	r := t.Engine.Conv(w, bias, out, in, kh, kw, groups)
+	t.perOut[r] = 2 * float64(in/groups*kh*kw)
+	return r
+}
+
+// UpConvWeight: the work done, 4 taps per output (each sub-pixel phase of
+// a 3x3 convolution after a 2x nearest upsample is a 2x2 convolution of the
+// low-resolution map), not the 9 of the convolution it equals.
+func (t *timed) UpConvWeight(w, bias []float32, out, in int) engine.Weight {
+	r := t.Engine.UpConvWeight(w, bias, out, in)
+	t.perOut[r] = 2 * float64(in*4)
+	return r
+}
 func (t *timed) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) engine.Tensor {
 	t0 := time.Now()
 	r := t.Engine.MatMul(x, w, acc)
 	t.rec("MatMul", r.Shape(), t0)
+	t.recFlops("MatMul", r.Shape(), w)
 	return r
 }
 func (t *timed) Conv2d(x engine.Tensor, w engine.Weight, s, p int) engine.Tensor {
 	t0 := time.Now()
 	r := t.Engine.Conv2d(x, w, s, p)
-	t.rec(fmt.Sprintf("Conv2d(in %d,s%d)", x.Shape().C, s), r.Shape(), t0)
+	name := fmt.Sprintf("Conv2d(in %d,s%d)", x.Shape().C, s)
+	t.rec(name, r.Shape(), t0)
+	t.recFlops(name, r.Shape(), w)
 	return r
 }
 func (t *timed) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	t0 := time.Now()
 	r := t.Engine.UpConv3x3(x, w)
 	t.rec("UpConv", r.Shape(), t0)
+	t.recFlops("UpConv", r.Shape(), w)
 	return r
 }
 func (t *timed) LayerNorm(x engine.Tensor, a, b engine.Weight, eps float32) engine.Tensor {
@@ -101,7 +133,9 @@ func (t *timed) Upsample2x(x engine.Tensor) engine.Tensor {
 
 // TestOpTimes is a diagnostic, not a check: it prints where the CPU engine
 // spends the time of one vitamin_large image (encode, decode, twice each;
-// the second pass is the warm one).
+// the second pass is the warm one), with the GFLOP and GFLOP/s (wall
+// clock, all threads) of the linears and convolutions, to hold against the
+// FMA peak (go test -bench FMAPeak ./internal/cpu/kern, per core).
 func TestOpTimes(t *testing.T) {
 	if os.Getenv("UNITOK_OPTIME") == "" {
 		t.Skip("set UNITOK_OPTIME=1: per-op wall times of the vitamin_large encoder and decoder on the CPU engine (synthetic weights)")
@@ -111,7 +145,7 @@ func TestOpTimes(t *testing.T) {
 	for _, x := range append(append(c.EncoderTensors(), c.DecoderTensors()...), c.HeadTensors()...) {
 		sh[x.Name] = x.Shape
 	}
-	te := &timed{Engine: cpu.New(0), t: map[string]time.Duration{}}
+	te := &timed{Engine: cpu.New(0), t: map[string]time.Duration{}, perOut: map[engine.Weight]float64{}}
 	src := rsrc{sh}
 	enc, err := LoadEncoder(te, src, c)
 	if err != nil {
@@ -126,7 +160,7 @@ func TestOpTimes(t *testing.T) {
 		x[i] = float32(i%17)/8 - 1
 	}
 	for _, which := range []string{"enc", "dec", "enc", "dec"} {
-		te.t = map[string]time.Duration{}
+		te.t, te.flops = map[string]time.Duration{}, map[string]float64{}
 		t0 := time.Now()
 		if which == "enc" {
 			_, err = enc.Encode(context.Background(), te, x, 1)
@@ -152,9 +186,17 @@ func TestOpTimes(t *testing.T) {
 			sum += v
 		}
 		sort.Slice(l, func(i, j int) bool { return l[i].v > l[j].v })
-		fmt.Printf("== %s total %v (ops %v)\n", which, tot, sum)
+		var fl float64
+		for _, f := range te.flops {
+			fl += f
+		}
+		fmt.Printf("== %s total %v (ops %v); linears and convolutions %.1f GFLOP\n", which, tot, sum, fl/1e9)
 		for _, e := range l[:min(25, len(l))] {
-			fmt.Printf("  %-40s %8.1f ms\n", e.k, e.v.Seconds()*1e3)
+			if f := te.flops[e.k]; f > 0 {
+				fmt.Printf("  %-40s %8.1f ms %7.1f GFLOP %6.1f GFLOP/s\n", e.k, e.v.Seconds()*1e3, f/1e9, f/e.v.Seconds()/1e9)
+			} else {
+				fmt.Printf("  %-40s %8.1f ms\n", e.k, e.v.Seconds()*1e3)
+			}
 		}
 	}
 }
