@@ -8,10 +8,14 @@ import (
 	"github.com/unitok/unitok/internal/engine"
 )
 
-// poolMaxBytes bounds the memory an engine keeps for reuse. Reuse is off
-// outside the poison test mode: at vitamin_large it measured no faster
-// (interleaved runs, GOGC 100 and 25: the runtime already reuses freed
-// spans) and it held 0.6-1.1 GB more resident memory.
+// poolMaxBytes bounds the memory an engine keeps for reuse. Models call
+// Trim when a call ends (engine.Trim), so the pool only lives within
+// calls: freshly allocated activations cost page faults (the runtime hands
+// freed spans back to the OS), which at vitamin_large and 4 images a call
+// made the encoder's 128x128 stage 2-10x slower per op than with reuse
+// (TestOpTimes, UNITOK_OPTIME_BATCH=4: encoder 7.0 -> 6.5 s). Kept across
+// calls, the pool held 0.6-1.1 GB more resident memory and measured no
+// faster at one image a call.
 const poolMaxBytes = 1 << 30
 
 // poisonReleased fills released buffers with NaN before they are reused
@@ -19,11 +23,11 @@ const poolMaxBytes = 1 << 30
 // in the results instead of as quietly wrong values. For tests.
 var poisonReleased = os.Getenv("UNITOK_CPU_POISON") == "1"
 
-// bufPool keeps released activation buffers by exact length for reuse.
-// Only in the poison test mode (see poisonReleased): there every reused
+// bufPool keeps released activation buffers by exact length for reuse
+// until Trim. In the poison test mode (see poisonReleased) every reused
 // buffer arrives NaN-filled, so an op that claims to write all of its
-// output and does not is caught. Otherwise released buffers are left to
-// the garbage collector. The zero value is ready; safe for concurrent use.
+// output and does not, or a tensor used after Release, is caught. The zero
+// value is ready; safe for concurrent use.
 type bufPool struct {
 	mu    sync.Mutex
 	free  map[int][][]float32
@@ -50,13 +54,12 @@ func (p *bufPool) put(b []float32) {
 	if n == 0 {
 		return
 	}
-	if !poisonReleased {
-		return
-	}
 	b = b[:n]
-	nan := float32(math.NaN())
-	for i := range b {
-		b[i] = nan
+	if poisonReleased {
+		nan := float32(math.NaN())
+		for i := range b {
+			b[i] = nan
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -69,6 +72,17 @@ func (p *bufPool) put(b []float32) {
 	p.free[n] = append(p.free[n], b)
 	p.bytes += 4 * n
 }
+
+// trim drops every kept buffer (the garbage collector takes them).
+func (p *bufPool) trim() {
+	p.mu.Lock()
+	p.free, p.bytes = nil, 0
+	p.mu.Unlock()
+}
+
+// Trim drops the memory the engine keeps for reuse (engine.Trimmer): the
+// models call it when an Encode or Decode ends.
+func (e *Engine) Trim() { e.bufs.trim() }
 
 // buf returns a scratch or output buffer of n values, contents arbitrary.
 func (e *Engine) buf(n int) []float32 { return e.bufs.get(n) }

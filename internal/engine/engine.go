@@ -111,3 +111,14 @@ type Engine interface {
 	// (F.normalize) in place and returns x.
 	L2Normalize(x Tensor) Tensor
 }
+
+// Trimmer is an Engine that keeps released memory for reuse within a call:
+// Trim drops it. Models call Trim (the function) when a call ends.
+type Trimmer interface{ Trim() }
+
+// Trim drops the memory e keeps for reuse, if it keeps any.
+func Trim(e Engine) {
+	if t, ok := e.(Trimmer); ok {
+		t.Trim()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"testing"
 	"time"
 
@@ -133,7 +134,8 @@ func (t *timed) Upsample2x(x engine.Tensor) engine.Tensor {
 
 // TestOpTimes is a diagnostic, not a check: it prints where the CPU engine
 // spends the time of one vitamin_large image (encode, decode, twice each;
-// the second pass is the warm one), with the GFLOP and GFLOP/s (wall
+// the second pass is the warm one; UNITOK_OPTIME_BATCH=B for B images a
+// call), with the GFLOP and GFLOP/s (wall
 // clock, all threads) of the linears and convolutions, to hold against the
 // FMA peak (go test -bench FMAPeak ./internal/cpu/kern, per core).
 func TestOpTimes(t *testing.T) {
@@ -155,7 +157,11 @@ func TestOpTimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := make([]float32, 3*256*256)
+	B := 1
+	if v, err := strconv.Atoi(os.Getenv("UNITOK_OPTIME_BATCH")); err == nil && v > 0 {
+		B = v
+	}
+	x := make([]float32, B*3*256*256)
 	for i := range x {
 		x[i] = float32(i%17)/8 - 1
 	}
@@ -163,13 +169,13 @@ func TestOpTimes(t *testing.T) {
 		te.t, te.flops = map[string]time.Duration{}, map[string]float64{}
 		t0 := time.Now()
 		if which == "enc" {
-			_, err = enc.Encode(context.Background(), te, x, 1)
+			_, err = enc.Encode(context.Background(), te, x, B)
 		} else {
-			tok := make([]float32, 256*1024)
+			tok := make([]float32, B*256*1024)
 			for i := range tok {
 				tok[i] = float32(i%13)/13 - 0.5
 			}
-			_, err = dec.Decode(context.Background(), te, tok, 1, true)
+			_, err = dec.Decode(context.Background(), te, tok, B, true)
 		}
 		if err != nil {
 			t.Fatal(err)
