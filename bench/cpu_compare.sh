@@ -8,7 +8,9 @@
 #     threadpoolctl) and torch.matmul;
 #  3. quantize, encode and decode at the real widths (C=1024, D=64, K=8,
 #     V=4096, H=16, N=256, fp32, B images) against UniTok's AttnProjection in
-#     PyTorch eager and torch.compile (bench/torch_reference.py bench);
+#     PyTorch eager and torch.compile (bench/torch_reference.py bench), in
+#     ROUNDS interleaved rounds (unitok then PyTorch each round): the best of
+#     each side over the rounds, and the median of the per-round ratios;
 #  4. quantize against faiss-cpu's product quantizer, fused assign path and
 #     compute_codes, same normalized codebooks, codes checked equal
 #     (bench/faiss_compare.py);
@@ -19,13 +21,14 @@
 # Rates are by wall clock and, where shown, per CPU second of the measuring
 # threads: on a shared machine the latter is what the cores did.
 # Prints a markdown report (and writes it to $OUT_MD when set).
-#   BATCH=8 ITERS=5 REPS=5 THREADS=2 PYTHON=/work/venv/bin/python bench/cpu_compare.sh
+#   BATCH=8 ITERS=5 REPS=5 ROUNDS=3 THREADS=2 PYTHON=/work/venv/bin/python bench/cpu_compare.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 B=${BATCH:-8}
 ITERS=${ITERS:-5}
 REPS=${REPS:-5}
+ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-$(nproc)}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -39,14 +42,18 @@ env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$PY" bench/gemm_peers.py --threads
 go build -o "$tmp/unitok" ./cmd/unitok
 for causal in false true; do
 	cflag=""; [ "$causal" = true ] && cflag="--causal"
-	"$tmp/unitok" bench --device cpu --threads "$THREADS" --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/asm-$causal.json"
 	UNITOK_CPU_KERNEL=generic "$tmp/unitok" bench --device cpu --threads "$THREADS" --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/generic-$causal.json"
-	OMP_NUM_THREADS="$THREADS" "$PY" bench/torch_reference.py bench --device cpu --config real --batch "$B" --iters "$ITERS" $cflag --json "$tmp/torch-$causal.json" >/dev/null
+	# Rounds alternate the two sides: this machine's speed drifts between
+	# minutes, and both should see the same drift.
+	for r in $(seq "$ROUNDS"); do
+		"$tmp/unitok" bench --device cpu --threads "$THREADS" --batch "$B" --iters "$ITERS" --op quantize,encode,decode $cflag --json >"$tmp/asm-$causal-$r.json"
+		OMP_NUM_THREADS="$THREADS" "$PY" bench/torch_reference.py bench --device cpu --config real --batch "$B" --iters "$ITERS" $cflag --json "$tmp/torch-$causal-$r.json" >/dev/null
+	done
 done
 
-"$PY" - "$tmp" "$B" "$THREADS" "$REPS" <<'PYEOF' | tee "${OUT_MD:-/dev/null}"
-import json, os, re, subprocess, sys
-tmp, B, T, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+"$PY" - "$tmp" "$B" "$THREADS" "$REPS" "$ROUNDS" <<'PYEOF' | tee "${OUT_MD:-/dev/null}"
+import json, os, re, statistics, subprocess, sys
+tmp, B, T, reps, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 def load(p):
     with open(os.path.join(tmp, p)) as f:
         return json.load(f)
@@ -73,7 +80,7 @@ for line in open(os.path.join(tmp, "kern.txt")):
             d[u] = max(d.get(u, 0.0), float(v))
 levels = [k.split("/")[1] for k in best if k.startswith("FMAPeak/")]
 peers = load("peers.json")
-t0 = load("torch-false.json")["_meta"]
+t0 = load("torch-false-1.json")["_meta"]
 print("CPU: %s, %d cores, load average %s while measuring; commit %s; %d threads; best of %s runs\n"
       % (cpu, os.cpu_count(), load1, commit, T, reps))
 print("FMA peak per core (GFLOP/s by wall clock; per CPU second):\n")
@@ -102,20 +109,28 @@ for name, key in (("numpy (%s)" % "; ".join(peers.get("numpy_blas", [])), "numpy
     for th, d in sorted(peers.get(key, {}).items(), key=lambda x: int(x[0])):
         print("| %s | %s | %.1f | %.1f | |" % (name, th, d["gflops"], d["gflops_per_cpu_s"]))
 
-print("\nProjections at real widths, B=%s images x 256 tokens, fp32, tokens/s; torch %s:\n" % (B, t0["torch"]))
-print("| op | attention | unitok (asm) | unitok generic | torch eager | torch.compile | asm / eager | asm / compile |")
+print("\nProjections at real widths, B=%s images x 256 tokens, fp32, tokens/s, best of %d interleaved rounds "
+      "(ratios: of the bests, and the median of the per-round ratios); torch %s:\n" % (B, rounds, t0["torch"]))
+print("| op | attention | unitok (asm) | unitok generic | torch eager | torch.compile | asm / eager (median) | asm / compile (median) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
+def ratio(a, b):
+    return ("%.2f" % (a / b)) if b else "n/a"
 for causal in ("false", "true"):
-    u = {r["op"]: r for r in load("asm-%s.json" % causal)["results"]}
+    us = [{r["op"]: r for r in load("asm-%s-%d.json" % (causal, i))["results"]} for i in range(1, rounds + 1)]
+    ts = [load("torch-%s-%d.json" % (causal, i)) for i in range(1, rounds + 1)]
     s = {r["op"]: r for r in load("generic-%s.json" % causal)["results"]}
-    t = load("torch-%s.json" % causal)
     for op in ("quantize", "encode", "decode"):
         if causal == "true" and op == "quantize":
             continue
-        ut, st = u[op]["tokens_per_s"], s[op]["tokens_per_s"]
-        te, tc = t[op]["eager_tokens_per_s"], t[op].get("compile_tokens_per_s")
-        print("| %s | %s | %.0f | %.0f | %.0f | %s | %.2f | %s |" % (op, "causal" if causal == "true" else "full",
-              ut, st, te, ("%.0f" % tc) if tc else "n/a", ut / te, ("%.2f" % (ut / tc)) if tc else "n/a"))
+        ur = [u[op]["tokens_per_s"] for u in us]
+        er = [t[op]["eager_tokens_per_s"] for t in ts]
+        cr = [t[op].get("compile_tokens_per_s") or 0 for t in ts]
+        ut, te, tc = max(ur), max(er), max(cr)
+        me = statistics.median(a / b for a, b in zip(ur, er))
+        mc = statistics.median(a / b for a, b in zip(ur, cr)) if all(cr) else 0
+        print("| %s | %s | %.0f | %.0f | %.0f | %s | %s (%.2f) | %s (%s) |" % (op, "causal" if causal == "true" else "full",
+              ut, s[op]["tokens_per_s"], te, ("%.0f" % tc) if tc else "n/a", ratio(ut, te), me,
+              ratio(ut, tc), ("%.2f" % mc) if mc else "n/a"))
 PYEOF
 
 {
