@@ -624,11 +624,11 @@ func (b *cudaBackend) acquire(op string) (*cudaSlot, error) {
 	case s := <-b.slots:
 		if b.closed.Load() {
 			b.slots <- s
-			return nil, &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+			return nil, closedErr(op)
 		}
 		return s, nil
 	case <-b.done:
-		return nil, &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+		return nil, closedErr(op)
 	}
 }
 

@@ -35,6 +35,11 @@ func (e *Error) Error() string {
 // Unwrap lets errors.Is match the sentinel kind.
 func (e *Error) Unwrap() error { return e.Kind }
 
+// closedErr is op's error on a closed tokenizer.
+func closedErr(op string) error {
+	return &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+}
+
 func badInput(op, format string, args ...any) error {
 	return &Error{Op: op, Msg: fmt.Sprintf(format, args...), Kind: ErrBadInput}
 }

@@ -340,7 +340,7 @@ func (t *Tokenizer) ImageModel() error {
 	im := t.img()
 	if im == nil {
 		if t.closed.Load() {
-			return &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+			return closedErr(op)
 		}
 		return badInput(op, "no image model loaded (the tokenizer was built from a core model)")
 	}
@@ -500,7 +500,7 @@ func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, err
 	}
 	if err := t.ImageModel(); err != nil {
 		if errors.Is(err, ErrClosed) { // closed since the check above
-			return nil, &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+			return nil, closedErr(op)
 		}
 		return nil, &Error{Op: op, Msg: err.Error(), Kind: ErrBadInput}
 	}
@@ -509,7 +509,7 @@ func (t *Tokenizer) imageReady(op string, ctx context.Context) (*imageModel, err
 	}
 	im := t.img()
 	if im == nil { // closed since the check above
-		return nil, &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+		return nil, closedErr(op)
 	}
 	return im, nil
 }

@@ -269,7 +269,7 @@ func (t *Tokenizer) check(op string) error {
 		return &Error{Op: op, Msg: "nil tokenizer", Kind: ErrBadInput}
 	}
 	if t.closed.Load() {
-		return &Error{Op: op, Msg: "tokenizer is closed", Kind: ErrClosed}
+		return closedErr(op)
 	}
 	return nil
 }

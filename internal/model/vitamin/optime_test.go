@@ -40,13 +40,15 @@ type timed struct {
 	perOut map[engine.Weight]float64
 }
 
-func (t *timed) rec(name string, s engine.Shape, t0 time.Time) {
-	t.t[fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)] += time.Since(t0)
+func opKey(name string, s engine.Shape) string {
+	return fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)
 }
+
+func (t *timed) rec(name string, s engine.Shape, t0 time.Time) { t.t[opKey(name, s)] += time.Since(t0) }
 
 // recFlops adds the operations of an op that wrote shape s with weight w.
 func (t *timed) recFlops(name string, s engine.Shape, w engine.Weight) {
-	t.flops[fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)] += float64(s.B*s.H*s.W*s.C) * t.perOut[w]
+	t.flops[opKey(name, s)] += float64(s.B*s.H*s.W*s.C) * t.perOut[w]
 }
 func (t *timed) Linear(w, bias []float32, out, in int) engine.Weight {
 	r := t.Engine.Linear(w, bias, out, in)
