@@ -38,6 +38,13 @@ type imageModel struct {
 	err, headErr error
 }
 
+// trim drops the activations the engine keeps for the next call (nil-safe).
+func (im *imageModel) trim() {
+	if im != nil && im.eng != nil {
+		engine.Trim(im.eng)
+	}
+}
+
 // imageSource serves a checkpoint's tensors to the model loaders.
 //
 // Where the reader can (ckpt.Viewer: a mapped .pth or safetensors file), Get

@@ -259,8 +259,9 @@ func (t *Tokenizer) Close() error {
 	t.cleanup.Stop()
 	// The image path (gigabytes at vitamin_large) goes with the tokenizer,
 	// even while the closed Tokenizer value is still referenced; a call
-	// already running keeps its own reference until it returns.
-	t.image.Store(nil)
+	// already running keeps its own reference until it returns. The
+	// activations its engine keeps for the next call go now.
+	t.image.Swap(nil).trim()
 	return t.be.Close()
 }
 

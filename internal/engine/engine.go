@@ -112,9 +112,21 @@ type Engine interface {
 	L2Normalize(x Tensor) Tensor
 }
 
-// Trimmer is an Engine that keeps released memory for reuse within a call:
-// Trim drops it. Models call Trim (the function) when a call ends.
-type Trimmer interface{ Trim() }
+// Trimmer is an Engine that keeps released memory for reuse, within a call
+// and from one call to the next. Models call CallDone (the function) when
+// a call ends: the engine keeps the memory for the next call and drops it
+// once no call has used it for a while. Trim drops it now.
+type Trimmer interface {
+	CallDone()
+	Trim()
+}
+
+// CallDone tells e that a call has ended, if e keeps memory for reuse.
+func CallDone(e Engine) {
+	if t, ok := e.(Trimmer); ok {
+		t.CallDone()
+	}
+}
 
 // Trim drops the memory e keeps for reuse, if it keeps any.
 func Trim(e Engine) {

@@ -397,7 +397,7 @@ func NHWCToNCHW(x []float32, B, H, W, C int) []float32 {
 // Encode runs the encoder on preprocessed images x (B, 3, S, S) NCHW and
 // returns tokens (B, N, C) row-major.
 func (m *Encoder) Encode(ctx context.Context, e engine.Engine, x []float32, B int) ([]float32, error) {
-	defer engine.Trim(e)
+	defer engine.CallDone(e)
 	S := m.Cfg.ImgSize
 	t := e.FromHost(NCHWToNHWC(x, B, 3, S, S), engine.Shape{B: B, H: S, W: S, C: 3})
 	y, err := m.Forward(ctx, e, t)
@@ -413,7 +413,7 @@ func (m *Encoder) Encode(ctx context.Context, e engine.Engine, x []float32, B in
 // Decode runs the decoder on tokens (B, N, C) and returns images
 // (B, 3, S, S) NCHW, clamped to [-1, 1] when clamp is set.
 func (m *Decoder) Decode(ctx context.Context, e engine.Engine, tokens []float32, B int, clamp bool) ([]float32, error) {
-	defer engine.Trim(e)
+	defer engine.CallDone(e)
 	g, C := m.Cfg.Grid(), m.Cfg.Width
 	t := e.FromHost(tokens, engine.Shape{B: B, H: g, W: g, C: C})
 	y, err := m.Forward(ctx, e, t)
