@@ -34,6 +34,7 @@ func (r rsrc) Get(n string, shape ...int) ([]float32, error) {
 type timed struct {
 	*cpu.Engine
 	t     map[string]time.Duration
+	cpu   map[string]float64 // CPU seconds (all threads) per op
 	flops map[string]float64
 	// perOut is each uploaded linear or convolution weight's floating-point
 	// operations per output value (2 x its multiply-adds).
@@ -44,7 +45,19 @@ func opKey(name string, s engine.Shape) string {
 	return fmt.Sprintf("%s %dx%dx%d", name, s.H, s.W, s.C)
 }
 
-func (t *timed) rec(name string, s engine.Shape, t0 time.Time) { t.t[opKey(name, s)] += time.Since(t0) }
+// mark is an op's start: wall clock and the process's CPU time.
+type mark struct {
+	w time.Time
+	c float64
+}
+
+func (t *timed) start() mark { return mark{time.Now(), processCPU()} }
+
+func (t *timed) rec(name string, s engine.Shape, m mark) {
+	k := opKey(name, s)
+	t.t[k] += time.Since(m.w)
+	t.cpu[k] += processCPU() - m.c
+}
 
 // recFlops adds the operations of an op that wrote shape s with weight w.
 func (t *timed) recFlops(name string, s engine.Shape, w engine.Weight) {
@@ -70,14 +83,14 @@ func (t *timed) UpConvWeight(w, bias []float32, out, in int) engine.Weight {
 	return r
 }
 func (t *timed) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.MatMul(x, w, acc)
 	t.rec("MatMul", r.Shape(), t0)
 	t.recFlops("MatMul", r.Shape(), w)
 	return r
 }
 func (t *timed) Conv2d(x engine.Tensor, w engine.Weight, s, p int) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.Conv2d(x, w, s, p)
 	name := fmt.Sprintf("Conv2d(in %d,s%d)", x.Shape().C, s)
 	t.rec(name, r.Shape(), t0)
@@ -85,50 +98,50 @@ func (t *timed) Conv2d(x engine.Tensor, w engine.Weight, s, p int) engine.Tensor
 	return r
 }
 func (t *timed) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.UpConv3x3(x, w)
 	t.rec("UpConv", r.Shape(), t0)
 	t.recFlops("UpConv", r.Shape(), w)
 	return r
 }
 func (t *timed) LayerNorm(x engine.Tensor, a, b engine.Weight, eps float32) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.LayerNorm(x, a, b, eps)
 	t.rec("LN", r.Shape(), t0)
 	return r
 }
 func (t *timed) GELU(x engine.Tensor) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.GELU(x)
 	t.rec("GELU", r.Shape(), t0)
 	return r
 }
 func (t *timed) GeGLU(a, b engine.Tensor) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.GeGLU(a, b)
 	t.rec("GeGLU", r.Shape(), t0)
 	return r
 }
 func (t *timed) Attention(x engine.Tensor, h int) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.Attention(x, h)
 	t.rec("Attn", r.Shape(), t0)
 	return r
 }
 func (t *timed) Add(a, b engine.Tensor) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.Add(a, b)
 	t.rec("Add", r.Shape(), t0)
 	return r
 }
 func (t *timed) AvgPool3x3s2(x engine.Tensor) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.AvgPool3x3s2(x)
 	t.rec("Pool", r.Shape(), t0)
 	return r
 }
 func (t *timed) Upsample2x(x engine.Tensor) engine.Tensor {
-	t0 := time.Now()
+	t0 := t.start()
 	r := t.Engine.Upsample2x(x)
 	t.rec("Up2x", r.Shape(), t0)
 	return r
@@ -168,7 +181,7 @@ func TestOpTimes(t *testing.T) {
 		x[i] = float32(i%17)/8 - 1
 	}
 	for _, which := range []string{"enc", "dec", "enc", "dec"} {
-		te.t, te.flops = map[string]time.Duration{}, map[string]float64{}
+		te.t, te.flops, te.cpu = map[string]time.Duration{}, map[string]float64{}, map[string]float64{}
 		t0 := time.Now()
 		if which == "enc" {
 			_, err = enc.Encode(context.Background(), te, x, B)
@@ -198,12 +211,19 @@ func TestOpTimes(t *testing.T) {
 		for _, f := range te.flops {
 			fl += f
 		}
-		fmt.Printf("== %s total %v (ops %v); linears and convolutions %.1f GFLOP\n", which, tot, sum, fl/1e9)
+		var cpuSum float64
+		for _, c := range te.cpu {
+			cpuSum += c
+		}
+		// threads: the op's CPU seconds over its wall seconds, the cores it
+		// kept busy on average.
+		fmt.Printf("== %s total %v (ops %v, %.2f threads busy); linears and convolutions %.1f GFLOP\n", which, tot, sum, cpuSum/sum.Seconds(), fl/1e9)
 		for _, e := range l[:min(25, len(l))] {
+			th := te.cpu[e.k] / e.v.Seconds()
 			if f := te.flops[e.k]; f > 0 {
-				fmt.Printf("  %-40s %8.1f ms %7.1f GFLOP %6.1f GFLOP/s\n", e.k, e.v.Seconds()*1e3, f/1e9, f/e.v.Seconds()/1e9)
+				fmt.Printf("  %-40s %8.1f ms %4.2f thr %7.1f GFLOP %6.1f GFLOP/s\n", e.k, e.v.Seconds()*1e3, th, f/1e9, f/e.v.Seconds()/1e9)
 			} else {
-				fmt.Printf("  %-40s %8.1f ms\n", e.k, e.v.Seconds()*1e3)
+				fmt.Printf("  %-40s %8.1f ms %4.2f thr\n", e.k, e.v.Seconds()*1e3, th)
 			}
 		}
 	}
