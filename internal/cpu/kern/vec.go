@@ -35,6 +35,21 @@ func Softmax(x []float32, scale float32) {
 		softmaxGeneric(x, scale)
 		return
 	}
+	if len(x)%8 == 0 {
+		// No tail block (softmaxTail's padding would add nothing: -Inf
+		// to the maximum, about 1e-38 to a sum of at least 1), and no
+		// heap-allocated tail either (it escapes through the indirect
+		// calls): attention's rows are 256 long, 4096 a head.
+		shift := v.max(x) * scale
+		v.scale(x, 1/v.expShift(x, scale, shift))
+		return
+	}
+	softmaxTail(v, x, scale)
+}
+
+// softmaxTail is Softmax on the vector level v for a length that is not a
+// multiple of 8.
+func softmaxTail(v *vecOps, x []float32, scale float32) {
 	// The last len(x) % 8 values go through the vector code too, in a
 	// block padded with -Inf: exp of a padding argument clamps to about
 	// 1e-38, which vanishes in a sum of at least 1 (the maximum's term).
