@@ -195,25 +195,30 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 	panels := (O + panelWidth - 1) / panelWidth
 	g := gemmCall{mk: mk, dst: dst, ldd: ldd, op: op, w: w, bias: bias, accumulate: accumulate}
 	workers := max(threads, 1)
-	rowSplit := workers > 1 && blocks >= 2*workers
-	if workers > 1 && blocks < workers && R >= 8*workers*mk.mr {
-		// Fewer row blocks than threads (one image's 256 tokens on a few
-		// cores): one block per thread. Each thread streams all of W, but
-		// no thread waits for another between k-blocks (256x1024x3072 on
-		// 2 threads, interleaved runs: median 113 vs 101 GFLOP/s). With
-		// fewer than 8 row tiles per thread, each W slice would serve too
-		// few tiles: the panels are split instead.
-		mc = ((R+workers-1)/workers + mk.mr - 1) / mk.mr * mk.mr
-		blocks = (R + mc - 1) / mc
+	rowSplit := false
+	if workers > 1 && R >= 8*workers*mk.mr {
+		// Row split: the threads take whole row blocks, each packing its
+		// own A, and never wait for each other (below). The block count
+		// is rounded up to a multiple of the threads (smaller blocks, as
+		// many per thread): one image's 256 tokens on 2 threads run one
+		// block each (each thread streams all of W; 256x1024x3072,
+		// interleaved runs: median 113 vs 101 GFLOP/s splitting panels),
+		// and 5 blocks on 2 threads would run 3 and 2, one thread alone
+		// for the last (the decoder's 64x64 UpConv phases: 1.77 threads
+		// busy). With fewer than 8 row tiles per thread, each W slice
+		// would serve too few tiles: the panels are split instead.
+		if blocks%workers != 0 && blocks < 8*workers {
+			blocks = (blocks + workers - 1) / workers * workers
+			mc = ((R+blocks-1)/blocks + mk.mr - 1) / mk.mr * mk.mr
+			blocks = (R + mc - 1) / mc
+		}
 		rowSplit = true
 	}
 	if rowSplit {
 		// The threads take whole row blocks, each with its own packed A,
-		// and never wait for each other: at least two blocks per thread
-		// (convolutions over a large map, batches; 2 threads, interleaved
-		// runs: 4096x160x640 best 135 vs 102 GFLOP/s splitting panels,
-		// 1024x1024x3072 median 115 vs 107), or one block per thread
-		// (above).
+		// and never wait for each other (convolutions over a large map,
+		// batches; 2 threads, interleaved runs: 4096x160x640 best 135 vs
+		// 102 GFLOP/s splitting panels, 1024x1024x3072 median 115 vs 107).
 		ParallelFor(blocks, 1, workers, func(_, lo, hi int) {
 			sp := g.scratch(mc, 1)
 			defer packPool.Put(sp)
