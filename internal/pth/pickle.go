@@ -389,6 +389,33 @@ func (u *unpickler) pop() (any, error) {
 	return v, nil
 }
 
+// pop2 pops the top two values; below is the one pushed first.
+func (u *unpickler) pop2() (below, top any, err error) {
+	if top, err = u.pop(); err != nil {
+		return nil, nil, err
+	}
+	below, err = u.pop()
+	return below, top, err
+}
+
+// applyTop pops a callable and its argument tuple (REDUCE, NEWOBJ), makes
+// a value of them with mk and pushes it.
+func (u *unpickler) applyTop(op string, mk func(fn any, args Tuple) (any, error)) error {
+	fn, args, err := u.pop2()
+	if err != nil {
+		return err
+	}
+	t, ok := args.(Tuple)
+	if !ok {
+		return fmt.Errorf("%s arguments are %s, not a tuple", op, typeName(args))
+	}
+	v, err := mk(fn, t)
+	if err != nil {
+		return err
+	}
+	return u.push(v)
+}
+
 func (u *unpickler) top() (any, error) {
 	if len(u.stack) == 0 || (len(u.marks) > 0 && len(u.stack) <= u.marks[len(u.marks)-1]) {
 		return nil, errors.New("stack underflow")
@@ -732,11 +759,7 @@ func (u *unpickler) step(op byte) error {
 		}
 		return u.appendTo(items)
 	case opSetItem:
-		v, err := u.pop()
-		if err != nil {
-			return err
-		}
-		k, err := u.pop()
+		k, v, err := u.pop2()
 		if err != nil {
 			return err
 		}
@@ -780,11 +803,7 @@ func (u *unpickler) step(op byte) error {
 		}
 		return u.push(g)
 	case opStackGlobal:
-		nv, err := u.pop()
-		if err != nil {
-			return err
-		}
-		mv, err := u.pop()
+		mv, nv, err := u.pop2()
 		if err != nil {
 			return err
 		}
@@ -799,66 +818,20 @@ func (u *unpickler) step(op byte) error {
 		}
 		return u.push(g)
 	case opReduce:
-		args, err := u.pop()
-		if err != nil {
-			return err
-		}
-		fn, err := u.pop()
-		if err != nil {
-			return err
-		}
-		t, ok := args.(Tuple)
-		if !ok {
-			return fmt.Errorf("REDUCE arguments are %s, not a tuple", typeName(args))
-		}
-		v, err := call(fn, t)
-		if err != nil {
-			return err
-		}
-		return u.push(v)
+		return u.applyTop("REDUCE", call)
 	case opNewObj:
-		args, err := u.pop()
-		if err != nil {
-			return err
-		}
-		cls, err := u.pop()
-		if err != nil {
-			return err
-		}
-		t, ok := args.(Tuple)
-		if !ok {
-			return fmt.Errorf("NEWOBJ arguments are %s, not a tuple", typeName(args))
-		}
-		v, err := newObject(cls, t)
-		if err != nil {
-			return err
-		}
-		return u.push(v)
+		return u.applyTop("NEWOBJ", newObject)
 	case opNewObjEx:
 		kw, err := u.pop()
 		if err != nil {
 			return err
 		}
-		args, err := u.pop()
-		if err != nil {
-			return err
-		}
-		cls, err := u.pop()
-		if err != nil {
-			return err
-		}
-		t, ok := args.(Tuple)
-		if !ok {
-			return fmt.Errorf("NEWOBJ_EX arguments are %s, not a tuple", typeName(args))
-		}
-		if d, ok := kw.(*Dict); !ok || d.Len() != 0 {
-			return errors.New("NEWOBJ_EX with keyword arguments is not supported")
-		}
-		v, err := newObject(cls, t)
-		if err != nil {
-			return err
-		}
-		return u.push(v)
+		return u.applyTop("NEWOBJ_EX", func(cls any, args Tuple) (any, error) {
+			if d, ok := kw.(*Dict); !ok || d.Len() != 0 {
+				return nil, errors.New("NEWOBJ_EX with keyword arguments is not supported")
+			}
+			return newObject(cls, args)
+		})
 	case opBuild:
 		state, err := u.pop()
 		if err != nil {
