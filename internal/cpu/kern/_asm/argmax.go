@@ -99,36 +99,51 @@ func argmax8(bias bool) {
 	p("SUBQ $32, CX")
 	p("JNZ  %s", lbl("loop8"))
 	out.WriteString("\n")
+	tokenDone(lbl("tok8"))
+	out.WriteString("\n")
+	slowPath(lbl, "8", [4]int{9, 10, 11, 12}, 13, 14, 15)
+}
+
+// tokenDone emits the end of a token's scan: its best score and codeword
+// stored, the next token's chunk, and back to tok while tokens are left.
+func tokenDone(tok string) {
 	p("VMOVSS X8, (DI)")
 	p("MOVL R11, (R9)")
 	p("ADDQ $4, DI")
 	p("ADDQ $4, R9")
 	p("ADDQ ldz+32(FP), R13")
 	p("DECQ n+48(FP)")
-	p("JNZ  %s", lbl("tok8"))
+	p("JNZ  %s", tok)
 	p("VZEROUPPER")
 	p("RET")
-	out.WriteString("\n")
-	label(lbl("slow8"))
+}
+
+// slowPath emits the step's slow path of a d-any or d=8 AVX2 search
+// kernel (label slow<k>): the largest of the step's 32 scores (blocks in
+// Y<sc[0..3]>, their lane maximum in Y<mx>) becomes the threshold Y8 and
+// the lowest codeword scoring it (blocks in order, then the lowest lane)
+// R11; then back to next<k>. Y<t1>, Y<t2> and R12 are scratch.
+func slowPath(lbl func(string) string, k string, sc [4]int, mx, t1, t2 int) {
+	label(lbl("slow" + k))
 	p("// Y8 = the largest of the 32 scores, in every lane.")
-	p("VPERM2F128 $0x01, Y13, Y13, Y14")
-	p("VMAXPS Y14, Y13, Y14")
-	p("VPERMILPS $0x4e, Y14, Y15")
-	p("VMAXPS Y15, Y14, Y14")
-	p("VPERMILPS $0xb1, Y14, Y15")
-	p("VMAXPS Y15, Y14, Y8")
+	p("VPERM2F128 $0x01, Y%d, Y%d, Y%d", mx, mx, t1)
+	p("VMAXPS Y%d, Y%d, Y%d", t1, mx, t1)
+	p("VPERMILPS $0x4e, Y%d, Y%d", t1, t2)
+	p("VMAXPS Y%d, Y%d, Y%d", t2, t1, t1)
+	p("VPERMILPS $0xb1, Y%d, Y%d", t1, t2)
+	p("VMAXPS Y%d, Y%d, Y8", t2, t1)
 	p("// The lowest codeword scoring it: blocks in order, then the lowest lane.")
 	for b := 0; b < 3; b++ {
-		p("VCMPPS $0x00, Y8, Y%d, Y14", 9+b)
-		p("VMOVMSKPS Y14, R12")
+		p("VCMPPS $0x00, Y8, Y%d, Y%d", sc[b], t1)
+		p("VMOVMSKPS Y%d, R12", t1)
 		p("TESTL R12, R12")
 		p("JNZ  %s", lbl(fmt.Sprintf("found%d", b)))
 	}
-	p("VCMPPS $0x00, Y8, Y12, Y14")
-	p("VMOVMSKPS Y14, R12")
+	p("VCMPPS $0x00, Y8, Y%d, Y%d", sc[3], t1)
+	p("VMOVMSKPS Y%d, R12", t1)
 	p("BSFL R12, R12")
 	p("LEAQ 24(AX)(R12*1), R11")
-	p("JMP  %s", lbl("next8"))
+	p("JMP  %s", lbl("next"+k))
 	for b := 0; b < 3; b++ {
 		out.WriteString("\n")
 		label(lbl(fmt.Sprintf("found%d", b)))
@@ -138,7 +153,104 @@ func argmax8(bias bool) {
 		} else {
 			p("LEAQ %d(AX)(R12*1), R11", 8*b)
 		}
-		p("JMP  %s", lbl("next8"))
+		p("JMP  %s", lbl("next"+k))
 	}
 	out.WriteString("\n")
+}
+
+// argmaxN emits argmaxNAVX2, the AVX2 search for any d:
+//
+// n tokens, the chunk of token i at z + i*ldz (ldz in bytes); L = 1 as in
+// argmax8AVX2. Per step of 32 codewords (blocks 0-3, 8 each), two chains
+// per block: Y0-Y3 take the bias and the even components, Y4-Y7 the odd
+// ones; each component is broadcast once (Y13, Y14) and FMAed with the
+// four blocks of its codeword row. Y8: the threshold. Y9: the step's
+// maximum, Y10/Y11: scratch. R8: the component pointer, R10: the row
+// pointer, R12: components left (then slow-path scratch).
+func argmaxN() {
+	lbl := func(s string) string { return s + "Navx2" }
+	out.WriteString("// func argmaxNAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32, d int)\n")
+	out.WriteString("TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-80\n")
+	p("MOVQ width+16(FP), CX")
+	p("MOVQ z+24(FP), R13")
+	p("MOVQ best+56(FP), DI")
+	p("MOVQ idx+64(FP), R9")
+	p("LEAQ (CX*4), BX")
+	out.WriteString("\n")
+	label(lbl("tok"))
+	p("MOVQ wt+0(FP), SI")
+	p("MOVQ bias+8(FP), DX")
+	p("MOVQ width+16(FP), CX")
+	p("VBROADCASTSS (DI), Y8")
+	p("MOVLQZX (R9), R11")
+	p("MOVQ j0+40(FP), AX")
+	out.WriteString("\n")
+	label(lbl("loop"))
+	for b := 0; b < 4; b++ {
+		if b == 0 {
+			p("VMOVUPS (DX), Y0")
+		} else {
+			p("VMOVUPS %d(DX), Y%d", 32*b, b)
+		}
+	}
+	for b := 4; b < 8; b++ {
+		p("VXORPS Y%d, Y%d, Y%d", b, b, b)
+	}
+	p("MOVQ SI, R10")
+	p("MOVQ R13, R8")
+	p("MOVQ d+72(FP), R12")
+	p("CMPQ R12, $2")
+	p("JLT  %s", lbl("last"))
+	out.WriteString("\n")
+	off := func(b int) string {
+		if b == 0 {
+			return ""
+		}
+		return fmt.Sprint(32 * b)
+	}
+	label(lbl("pair"))
+	p("VBROADCASTSS (R8), Y13")
+	p("VBROADCASTSS 4(R8), Y14")
+	for b := 0; b < 4; b++ {
+		p("VFMADD231PS %s(R10), Y13, Y%d", off(b), b)
+	}
+	for b := 0; b < 4; b++ {
+		p("VFMADD231PS %s(R10)(BX*1), Y14, Y%d", off(b), 4+b)
+	}
+	p("ADDQ $8, R8")
+	p("LEAQ (R10)(BX*2), R10")
+	p("SUBQ $2, R12")
+	p("CMPQ R12, $2")
+	p("JGE  %s", lbl("pair"))
+	out.WriteString("\n")
+	label(lbl("last"))
+	p("TESTQ R12, R12")
+	p("JZ   %s", lbl("sum"))
+	p("VBROADCASTSS (R8), Y13")
+	for b := 0; b < 4; b++ {
+		p("VFMADD231PS %s(R10), Y13, Y%d", off(b), b)
+	}
+	out.WriteString("\n")
+	label(lbl("sum"))
+	for b := 0; b < 4; b++ {
+		p("VADDPS Y%d, Y%d, Y%d", 4+b, b, b)
+	}
+	p("VMAXPS Y1, Y0, Y9")
+	p("VMAXPS Y3, Y2, Y10")
+	p("VMAXPS Y10, Y9, Y9")
+	p("VCMPPS $0x1e, Y8, Y9, Y10")
+	p("VMOVMSKPS Y10, R12")
+	p("TESTL R12, R12")
+	p("JNZ  %s", lbl("slow"))
+	out.WriteString("\n")
+	label(lbl("next"))
+	p("ADDQ $128, SI")
+	p("ADDQ $128, DX")
+	p("ADDQ $32, AX")
+	p("SUBQ $32, CX")
+	p("JNZ  %s", lbl("loop"))
+	out.WriteString("\n")
+	tokenDone(lbl("tok"))
+	out.WriteString("\n")
+	slowPath(lbl, "", [4]int{0, 1, 2, 3}, 9, 10, 11)
 }

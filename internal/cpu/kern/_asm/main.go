@@ -1,8 +1,8 @@
 // Command _asm writes gemm_amd64.s: the GEMM microkernels of package kern
 // for AVX-512 (zmm) and AVX2+FMA (ymm), the FMA-peak loops, and the AVX2
 // softmax/GeGLU vector math and row kernels (LayerNorm, erf GELU:
-// rowops.go); and argmax8_amd64.s, the AVX2 d=8 codebook search
-// (argmax.go). Run it with `go generate ./internal/cpu/kern`
+// rowops.go); and argmax_avx2_amd64.s, the AVX2 codebook search
+// kernels (argmax.go). Run it with `go generate ./internal/cpu/kern`
 // (see the go:generate line in level.go); the output is committed, and
 // `make asm-check` (part of make test) fails when it is not current.
 //
@@ -426,5 +426,6 @@ func main() {
 	header("")
 	argmax8(true)
 	argmax8(false)
-	write("argmax8_amd64.s")
+	argmaxN()
+	write("argmax_avx2_amd64.s")
 }

@@ -276,3 +276,132 @@ found2nb:
 	LEAQ 16(AX)(R12*1), R11
 	JMP  next8nb
 
+// func argmaxNAVX2(wt, bias *float32, width int, z *float32, ldz, j0, n int, best *float32, idx *int32, d int)
+TEXT ·argmaxNAVX2(SB), NOSPLIT, $0-80
+	MOVQ width+16(FP), CX
+	MOVQ z+24(FP), R13
+	MOVQ best+56(FP), DI
+	MOVQ idx+64(FP), R9
+	LEAQ (CX*4), BX
+
+tokNavx2:
+	MOVQ wt+0(FP), SI
+	MOVQ bias+8(FP), DX
+	MOVQ width+16(FP), CX
+	VBROADCASTSS (DI), Y8
+	MOVLQZX (R9), R11
+	MOVQ j0+40(FP), AX
+
+loopNavx2:
+	VMOVUPS (DX), Y0
+	VMOVUPS 32(DX), Y1
+	VMOVUPS 64(DX), Y2
+	VMOVUPS 96(DX), Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ SI, R10
+	MOVQ R13, R8
+	MOVQ d+72(FP), R12
+	CMPQ R12, $2
+	JLT  lastNavx2
+
+pairNavx2:
+	VBROADCASTSS (R8), Y13
+	VBROADCASTSS 4(R8), Y14
+	VFMADD231PS (R10), Y13, Y0
+	VFMADD231PS 32(R10), Y13, Y1
+	VFMADD231PS 64(R10), Y13, Y2
+	VFMADD231PS 96(R10), Y13, Y3
+	VFMADD231PS (R10)(BX*1), Y14, Y4
+	VFMADD231PS 32(R10)(BX*1), Y14, Y5
+	VFMADD231PS 64(R10)(BX*1), Y14, Y6
+	VFMADD231PS 96(R10)(BX*1), Y14, Y7
+	ADDQ $8, R8
+	LEAQ (R10)(BX*2), R10
+	SUBQ $2, R12
+	CMPQ R12, $2
+	JGE  pairNavx2
+
+lastNavx2:
+	TESTQ R12, R12
+	JZ   sumNavx2
+	VBROADCASTSS (R8), Y13
+	VFMADD231PS (R10), Y13, Y0
+	VFMADD231PS 32(R10), Y13, Y1
+	VFMADD231PS 64(R10), Y13, Y2
+	VFMADD231PS 96(R10), Y13, Y3
+
+sumNavx2:
+	VADDPS Y4, Y0, Y0
+	VADDPS Y5, Y1, Y1
+	VADDPS Y6, Y2, Y2
+	VADDPS Y7, Y3, Y3
+	VMAXPS Y1, Y0, Y9
+	VMAXPS Y3, Y2, Y10
+	VMAXPS Y10, Y9, Y9
+	VCMPPS $0x1e, Y8, Y9, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  slowNavx2
+
+nextNavx2:
+	ADDQ $128, SI
+	ADDQ $128, DX
+	ADDQ $32, AX
+	SUBQ $32, CX
+	JNZ  loopNavx2
+
+	VMOVSS X8, (DI)
+	MOVL R11, (R9)
+	ADDQ $4, DI
+	ADDQ $4, R9
+	ADDQ ldz+32(FP), R13
+	DECQ n+48(FP)
+	JNZ  tokNavx2
+	VZEROUPPER
+	RET
+
+slowNavx2:
+	// Y8 = the largest of the 32 scores, in every lane.
+	VPERM2F128 $0x01, Y9, Y9, Y10
+	VMAXPS Y10, Y9, Y10
+	VPERMILPS $0x4e, Y10, Y11
+	VMAXPS Y11, Y10, Y10
+	VPERMILPS $0xb1, Y10, Y11
+	VMAXPS Y11, Y10, Y8
+	// The lowest codeword scoring it: blocks in order, then the lowest lane.
+	VCMPPS $0x00, Y8, Y0, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  found0Navx2
+	VCMPPS $0x00, Y8, Y1, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  found1Navx2
+	VCMPPS $0x00, Y8, Y2, Y10
+	VMOVMSKPS Y10, R12
+	TESTL R12, R12
+	JNZ  found2Navx2
+	VCMPPS $0x00, Y8, Y3, Y10
+	VMOVMSKPS Y10, R12
+	BSFL R12, R12
+	LEAQ 24(AX)(R12*1), R11
+	JMP  nextNavx2
+
+found0Navx2:
+	BSFL R12, R12
+	LEAQ (AX)(R12*1), R11
+	JMP  nextNavx2
+
+found1Navx2:
+	BSFL R12, R12
+	LEAQ 8(AX)(R12*1), R11
+	JMP  nextNavx2
+
+found2Navx2:
+	BSFL R12, R12
+	LEAQ 16(AX)(R12*1), R11
+	JMP  nextNavx2
+
