@@ -98,7 +98,12 @@ type microKernel struct {
 	mr, nr int
 	kc     int // k-block, <= kcMax
 	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32)
+	pack6  pack6Func // mr == 6: the vector body of packing A (nil: Go)
 }
+
+// pack6Func interleaves six rows into a 6-row micro-panel, d[6k+i] =
+// s_i[k] for k < n, n a multiple of 8.
+type pack6Func func(d, s0, s1, s2, s3, s4, s5 *float32, n int)
 
 // kernels is indexed by Level: the generic tile and, on amd64, the
 // assembly ones (kernelTable, per platform).
@@ -228,7 +233,7 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 				r1 := min(r0+mc, R)
 				for k0 := 0; k0 < I; k0 += mk.kc {
 					kb := min(mk.kc, I-k0)
-					packA(ap, op, r0, r1, 0, r1-r0, k0, kb, mk.mr)
+					packA(ap, op, r0, r1, 0, r1-r0, k0, kb, mk)
 					g.panels(ap, tmp, r0, r1, k0, kb, 0, panels)
 				}
 			}
@@ -250,7 +255,7 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 				pth = 1
 			}
 			ParallelFor((r1-r0+mk.mr-1)/mk.mr, max(1, tiles/max(pth, 1)), pth, func(_, lo, hi int) {
-				packA(ap, op, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk.mr)
+				packA(ap, op, r0, r1, lo*mk.mr, min(hi*mk.mr, r1-r0), k0, kb, mk)
 			})
 			grain := max(1, panels/(16*workers)) // fine: the k-block barrier waits for the last piece
 			ParallelFor(panels, grain, threads, func(wk, p0, p1 int) {
@@ -335,7 +340,8 @@ var packPool = sync.Pool{New: func() any { return new([]float32) }}
 // packA writes rows [r0+i0, r0+i1) (i0 a multiple of mr) and k in
 // [k0, k0+kb) of op into dst as micro-panels of mr rows: micro-panel t
 // holds A[r0+t*mr+i, k0+k] at t*mr*kb + k*mr + i, zero past r1.
-func packA(dst []float32, op operand, r0, r1, i0, i1, k0, kb, mr int) {
+func packA(dst []float32, op operand, r0, r1, i0, i1, k0, kb int, mk microKernel) {
+	mr := mk.mr
 	// The k range as contiguous pieces of a row: one, or one per tap it
 	// crosses (the same for every row).
 	var segBuf [16]aSeg
@@ -365,7 +371,7 @@ func packA(dst []float32, op operand, r0, r1, i0, i1, k0, kb, mr int) {
 			}
 			d := mp[sg.k*mr : (sg.k+sg.n)*mr]
 			if n == 6 && mr == 6 {
-				pack6(d, src[0], src[1], src[2], src[3], src[4], src[5])
+				pack6(mk.pack6, d, src[0], src[1], src[2], src[3], src[4], src[5])
 				continue
 			}
 			for i, sr := range src {
@@ -381,13 +387,19 @@ func packA(dst []float32, op operand, r0, r1, i0, i1, k0, kb, mr int) {
 // row offsets [off, off+n).
 type aSeg struct{ k, off, n int }
 
-// pack6 interleaves six rows into a 6-row micro-panel, d[k*6+i] = si[k],
-// writing d in order.
-func pack6(d, s0, s1, s2, s3, s4, s5 []float32) {
+// pack6 interleaves six rows into a 6-row micro-panel, d[k*6+i] = si[k]:
+// 8 values of k at a time with vec (the 6-row kernel's pack6, nil: none),
+// the rest in Go, writing d in order.
+func pack6(vec pack6Func, d, s0, s1, s2, s3, s4, s5 []float32) {
 	n := len(s0)
 	d = d[:6*n]
 	s1, s2, s3, s4, s5 = s1[:n], s2[:n], s3[:n], s4[:n], s5[:n]
-	for k := range n {
+	k0 := 0
+	if vec != nil && n >= 8 {
+		k0 = n &^ 7
+		vec(&d[0], &s0[0], &s1[0], &s2[0], &s3[0], &s4[0], &s5[0], k0)
+	}
+	for k := k0; k < n; k++ {
 		e := d[6*k : 6*k+6 : 6*k+6]
 		e[0], e[1], e[2], e[3], e[4], e[5] = s0[k], s1[k], s2[k], s3[k], s4[k], s5[k]
 	}

@@ -2274,3 +2274,61 @@ dw_done:
 	VZEROUPPER
 	RET
 
+// func pack6AVX2(d, s0, s1, s2, s3, s4, s5 *float32, n int)
+TEXT ·pack6AVX2(SB), NOSPLIT, $0-64
+	MOVQ d+0(FP), DI
+	MOVQ s0+8(FP), R8
+	MOVQ s1+16(FP), R9
+	MOVQ s2+24(FP), R10
+	MOVQ s3+32(FP), R11
+	MOVQ s4+40(FP), R12
+	MOVQ s5+48(FP), R13
+	MOVQ n+56(FP), CX
+	SHRQ $3, CX
+	JZ   pack6done
+pack6loop:
+	VMOVUPS (R8), Y0
+	VMOVUPS (R9), Y1
+	VMOVUPS (R10), Y2
+	VMOVUPS (R11), Y3
+	VMOVUPS (R12), Y4
+	VMOVUPS (R13), Y5
+	VUNPCKLPS Y1, Y0, Y6  // r0k0 r1k0 r0k1 r1k1
+	VUNPCKHPS Y1, Y0, Y7  // r0k2 r1k2 r0k3 r1k3
+	VUNPCKLPS Y3, Y2, Y8  // r2k0 r3k0 r2k1 r3k1
+	VUNPCKHPS Y3, Y2, Y9  // r2k2 r3k2 r2k3 r3k3
+	VUNPCKLPS Y5, Y4, Y10 // r4k0 r5k0 r4k1 r5k1
+	VUNPCKHPS Y5, Y4, Y11 // r4k2 r5k2 r4k3 r5k3
+	VSHUFPS $0x44, Y8, Y6, Y12 // g0 = r0..r3 k0
+	VSHUFPS $0xee, Y8, Y6, Y13 // r0..r3 k1
+	VSHUFPS $0x44, Y9, Y7, Y14 // g3 = r0..r3 k2
+	VSHUFPS $0xee, Y9, Y7, Y15 // r0..r3 k3
+	VSHUFPS $0x44, Y13, Y10, Y0 // g1 = r4 r5 k0, r0 r1 k1
+	VSHUFPS $0xee, Y10, Y13, Y1 // g2 = r2 r3 k1, r4 r5 k1
+	VSHUFPS $0x44, Y15, Y11, Y2 // g4 = r4 r5 k2, r0 r1 k3
+	VSHUFPS $0xee, Y11, Y15, Y3 // g5 = r2 r3 k3, r4 r5 k3
+	VPERM2F128 $0x20, Y0, Y12, Y4
+	VMOVUPS Y4, 0(DI)
+	VPERM2F128 $0x20, Y14, Y1, Y5
+	VMOVUPS Y5, 32(DI)
+	VPERM2F128 $0x20, Y3, Y2, Y4
+	VMOVUPS Y4, 64(DI)
+	VPERM2F128 $0x31, Y0, Y12, Y5
+	VMOVUPS Y5, 96(DI)
+	VPERM2F128 $0x31, Y14, Y1, Y4
+	VMOVUPS Y4, 128(DI)
+	VPERM2F128 $0x31, Y3, Y2, Y5
+	VMOVUPS Y5, 160(DI)
+	ADDQ $32, R8
+	ADDQ $32, R9
+	ADDQ $32, R10
+	ADDQ $32, R11
+	ADDQ $32, R12
+	ADDQ $32, R13
+	ADDQ $192, DI
+	DECQ CX
+	JNZ  pack6loop
+pack6done:
+	VZEROUPPER
+	RET
+

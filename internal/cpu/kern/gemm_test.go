@@ -285,3 +285,42 @@ func TestGemmTapsMatchesGemm(t *testing.T) {
 		}
 	})
 }
+
+// Each kernel's vector pack6 interleaves six rows exactly as the Go loop
+// does, for every length (the vector body takes 8 values at a time, Go the
+// rest), and writes nothing past 6n. Every level the CPU has runs, also
+// one that its start-up check dropped.
+func TestPack6(t *testing.T) {
+	for l := Generic; l <= detect(); l++ {
+		vec := kernels[l].pack6
+		if vec == nil {
+			continue
+		}
+		for n := 0; n <= 41; n++ {
+			var s [6][]float32
+			for i := range s {
+				s[i] = make([]float32, n)
+				for k := range s[i] {
+					s[i][k] = float32(1000*i + k + 1)
+				}
+			}
+			d := make([]float32, 6*n+8)
+			for i := range d {
+				d[i] = -1
+			}
+			pack6(vec, d, s[0], s[1], s[2], s[3], s[4], s[5])
+			for k := 0; k < n; k++ {
+				for i := 0; i < 6; i++ {
+					if d[6*k+i] != s[i][k] {
+						t.Fatalf("%v n=%d: d[%d] = %v, want row %d value %d = %v", l, n, 6*k+i, d[6*k+i], i, k, s[i][k])
+					}
+				}
+			}
+			for i := 6 * n; i < len(d); i++ {
+				if d[i] != -1 {
+					t.Fatalf("%v n=%d: wrote d[%d] past 6n", l, n, i)
+				}
+			}
+		}
+	}
+}

@@ -420,6 +420,7 @@ func main() {
 	rowOps()
 	tiles()
 	dwConv()
+	pack6()
 	write("gemm_amd64.s")
 	// The codebook search's assembly is built with -tags purego too (as
 	// argmax_amd64.s and argmax_amd64.go are).
