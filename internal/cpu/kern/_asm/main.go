@@ -1,7 +1,8 @@
 // Command _asm writes gemm_amd64.s: the GEMM microkernels of package kern
-// for AVX-512 (zmm) and AVX2+FMA (ymm), the FMA-peak loops, and the AVX2
+// for AVX-512 (zmm) and AVX2+FMA (ymm), the FMA-peak loops, the AVX2
 // softmax/GeGLU vector math and row kernels (LayerNorm, erf GELU:
-// rowops.go); and argmax_avx2_amd64.s, the AVX2 codebook search
+// rowops.go), the depthwise 3x3 row kernel (dwconv.go) and the 6-row A
+// packing (pack.go); and argmax_avx2_amd64.s, the AVX2 codebook search
 // kernels (argmax.go). Run it with `go generate ./internal/cpu/kern`
 // (see the go:generate line in level.go); the output is committed, and
 // `make asm-check` (part of make test) fails when it is not current.
