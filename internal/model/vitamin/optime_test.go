@@ -53,15 +53,15 @@ type mark struct {
 
 func (t *timed) start() mark { return mark{time.Now(), processCPU()} }
 
-func (t *timed) rec(name string, s engine.Shape, m mark) {
+// rec adds an op's wall and CPU time since m to its row and, for an op
+// with an uploaded weight w (nil: none), its floating-point operations.
+func (t *timed) rec(name string, s engine.Shape, m mark, w engine.Weight) {
 	k := opKey(name, s)
 	t.t[k] += time.Since(m.w)
 	t.cpu[k] += processCPU() - m.c
-}
-
-// recFlops adds the operations of an op that wrote shape s with weight w.
-func (t *timed) recFlops(name string, s engine.Shape, w engine.Weight) {
-	t.flops[opKey(name, s)] += float64(s.B*s.H*s.W*s.C) * t.perOut[w]
+	if w != nil {
+		t.flops[k] += float64(s.B*s.H*s.W*s.C) * t.perOut[w]
+	}
 }
 func (t *timed) Linear(w, bias []float32, out, in int) engine.Weight {
 	r := t.Engine.Linear(w, bias, out, in)
@@ -85,72 +85,68 @@ func (t *timed) UpConvWeight(w, bias []float32, out, in int) engine.Weight {
 func (t *timed) MatMul(x engine.Tensor, w engine.Weight, acc engine.Tensor) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.MatMul(x, w, acc)
-	t.rec("MatMul", r.Shape(), t0)
-	t.recFlops("MatMul", r.Shape(), w)
+	t.rec("MatMul", r.Shape(), t0, w)
 	return r
 }
 func (t *timed) Conv2d(x engine.Tensor, w engine.Weight, s, p int) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.Conv2d(x, w, s, p)
-	name := fmt.Sprintf("Conv2d(in %d,s%d)", x.Shape().C, s)
-	t.rec(name, r.Shape(), t0)
-	t.recFlops(name, r.Shape(), w)
+	t.rec(fmt.Sprintf("Conv2d(in %d,s%d)", x.Shape().C, s), r.Shape(), t0, w)
 	return r
 }
 func (t *timed) UpConv3x3(x engine.Tensor, w engine.Weight) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.UpConv3x3(x, w)
-	t.rec("UpConv", r.Shape(), t0)
-	t.recFlops("UpConv", r.Shape(), w)
+	t.rec("UpConv", r.Shape(), t0, w)
 	return r
 }
 func (t *timed) LayerNorm(x engine.Tensor, a, b engine.Weight, eps float32) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.LayerNorm(x, a, b, eps)
-	t.rec("LN", r.Shape(), t0)
+	t.rec("LN", r.Shape(), t0, nil)
 	return r
 }
 func (t *timed) GELU(x engine.Tensor) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.GELU(x)
-	t.rec("GELU", r.Shape(), t0)
+	t.rec("GELU", r.Shape(), t0, nil)
 	return r
 }
 func (t *timed) GeGLU(a, b engine.Tensor) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.GeGLU(a, b)
-	t.rec("GeGLU", r.Shape(), t0)
+	t.rec("GeGLU", r.Shape(), t0, nil)
 	return r
 }
 func (t *timed) Attention(x engine.Tensor, h int) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.Attention(x, h)
-	t.rec("Attn", r.Shape(), t0)
+	t.rec("Attn", r.Shape(), t0, nil)
 	return r
 }
 func (t *timed) Add(a, b engine.Tensor) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.Add(a, b)
-	t.rec("Add", r.Shape(), t0)
+	t.rec("Add", r.Shape(), t0, nil)
 	return r
 }
 func (t *timed) AvgPool3x3s2(x engine.Tensor) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.AvgPool3x3s2(x)
-	t.rec("Pool", r.Shape(), t0)
+	t.rec("Pool", r.Shape(), t0, nil)
 	return r
 }
 func (t *timed) Upsample2x(x engine.Tensor) engine.Tensor {
 	t0 := t.start()
 	r := t.Engine.Upsample2x(x)
-	t.rec("Up2x", r.Shape(), t0)
+	t.rec("Up2x", r.Shape(), t0, nil)
 	return r
 }
 
 // TestOpTimes is a diagnostic, not a check: it prints where the CPU engine
 // spends the time of one vitamin_large image (encode, decode, twice each;
 // the second pass is the warm one; UNITOK_OPTIME_BATCH=B for B images a
-// call), with the GFLOP and GFLOP/s (wall
+// call), with each op's threads kept busy and the GFLOP and GFLOP/s (wall
 // clock, all threads) of the linears and convolutions, to hold against the
 // FMA peak (go test -bench FMAPeak ./internal/cpu/kern, per core).
 func TestOpTimes(t *testing.T) {
