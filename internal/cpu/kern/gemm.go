@@ -4,11 +4,12 @@
 // chosen once at start-up (assembly where the CPU has it, pure Go otherwise;
 // see Level).
 //
-// The GEMM is BLIS-shaped: W is packed once into 32-column k-major panels
-// (Pack), A is packed per block of rows and KC values of k into micro-panels
-// of the tile's row count, and a microkernel (AVX-512 12x32, AVX2 6x16, or
-// Go 4x16) keeps its C tile in registers for KC steps of k while the panel's
-// KC x 32 slice stays in L1.
+// The GEMM is BLIS-shaped: W is packed once into k-major panels of 32
+// columns (CPUs with AVX-512) or 16 (the others) (Pack), A is packed per
+// block of rows and KC values of k into micro-panels of the tile's row
+// count, and a microkernel (AVX-512 12x32, AVX2 6x16, or Go 4x16) keeps its
+// C tile in registers for KC steps of k while the panel's KC-row slice
+// stays in L1.
 package kern
 
 import (
@@ -16,10 +17,29 @@ import (
 	"sync/atomic"
 )
 
-// panelWidth is the number of W rows (output columns) in one packed panel.
+// panelWidth is the widest packed panel: the number of W rows (output
+// columns) in one panel of the AVX-512 layout.
 const panelWidth = 32
 
-// kcMax bounds the k-block (microKernel.kc): a panel slice of kc x 32
+// packWidth is the panel width Pack lays W out in: 32 where the CPU has
+// AVX-512 (its 12x32 tile reads a whole panel row), 16 elsewhere, the
+// width of the AVX2 and Go tiles. A 16-wide tile on a 32-wide panel reads
+// half of every 128-byte row: the KC x 16 slice it reuses then sits on
+// every other L1 set, half the cache, and the A and C lines that share
+// those sets evict it. On the 2-core Zen 3 VM, interleaved: the kernel
+// over a 252-row block of 252x1024x2048 on one core 76 vs 72 and 87 vs 83
+// GFLOP per CPU second; whole GEMMs on 2 threads, medians of 9,
+// 2048x2048x1024 141 vs 135 GFLOP/s, 2048x1024x2048 143 vs 138,
+// 256x4096x1024 143 vs 139, 256x1024x3072 135 vs 130. Tests change it to
+// cover both layouts on each level.
+var packWidth = func() int {
+	if detect() >= AVX512 {
+		return panelWidth
+	}
+	return 16
+}()
+
+// kcMax bounds the k-block (microKernel.kc): a panel slice of kc x pw
 // floats is reused by every row tile of a block while it sits in L1.
 const kcMax = 256
 
@@ -31,11 +51,13 @@ const mcMax = 264
 const tileMax = 16 * panelWidth
 
 // Packed is a weight matrix W (Out x In, PyTorch's nn.Linear row-major
-// layout) laid out once for Gemm: ceil(Out/32) panels, panel p holding
-// W[32p+j, k] at p*In*32 + k*32 + j, zero past Out. It is immutable once
-// built (PackStrided may refill one the caller owns) and safe to share.
+// layout) laid out once for Gemm: ceil(Out/pw) panels of pw columns (pw =
+// packWidth when packed), panel p holding W[pw*p+j, k] at p*In*pw + k*pw +
+// j, zero past Out. It is immutable once built (PackStrided may refill one
+// the caller owns) and safe to share.
 type Packed struct {
 	Out, In int
+	pw      int
 	panels  []float32
 }
 
@@ -55,35 +77,36 @@ func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
 	if out > 0 && in > 0 {
 		_ = w[(out-1)*so+(in-1)*si] // bounds, once
 	}
-	n := (out + panelWidth - 1) / panelWidth * panelWidth * in
+	pw := packWidth
+	n := (out + pw - 1) / pw * pw * in
 	if p == nil {
 		p = &Packed{}
 	}
 	if cap(p.panels) < n {
 		p.panels = make([]float32, n)
 	}
-	p.Out, p.In, p.panels = out, in, p.panels[:n]
-	for c0 := 0; c0 < out; c0 += panelWidth {
-		panel := p.panels[c0*in : (c0+panelWidth)*in]
-		nc := min(panelWidth, out-c0)
-		if nc < panelWidth {
+	p.Out, p.In, p.pw, p.panels = out, in, pw, p.panels[:n]
+	for c0 := 0; c0 < out; c0 += pw {
+		panel := p.panels[c0*in : (c0+pw)*in]
+		nc := min(pw, out-c0)
+		if nc < pw {
 			clear(panel)
 		}
 		switch {
 		case si == 1: // rows of W contiguous: read each row once
 			for j := 0; j < nc; j++ {
 				for k, v := range w[(c0+j)*so : (c0+j)*so+in] {
-					panel[k*panelWidth+j] = v
+					panel[k*pw+j] = v
 				}
 			}
 		case so == 1: // columns of W contiguous (a transposed operand)
 			for k := 0; k < in; k++ {
-				copy(panel[k*panelWidth:k*panelWidth+nc], w[c0+k*si:c0+k*si+nc])
+				copy(panel[k*pw:k*pw+nc], w[c0+k*si:c0+k*si+nc])
 			}
 		default:
 			for j := 0; j < nc; j++ {
 				for k := 0; k < in; k++ {
-					panel[k*panelWidth+j] = w[(c0+j)*so+k*si]
+					panel[k*pw+j] = w[(c0+j)*so+k*si]
 				}
 			}
 		}
@@ -92,12 +115,14 @@ func PackStrided(p *Packed, w []float32, out, in, so, si int) *Packed {
 }
 
 // microKernel is one level's register tile: mr rows x nr columns (nr
-// divides panelWidth). run computes C = A B over kc steps for tiles full
-// tiles down the rows (see gemm_amd64.go for the argument layout).
+// divides the panel width). run computes C = A B over kc steps for tiles
+// full tiles down the rows, B in a panel pw floats wide (see gemm_amd64.go
+// for the argument layout); it takes every pw >= nr that Pack makes on a
+// CPU with this level.
 type microKernel struct {
 	mr, nr int
 	kc     int // k-block, <= kcMax
-	run    func(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32)
+	run    func(kc int, a, b []float32, pw int, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32)
 	pack6  pack6Func // mr == 6: the vector body of packing A (nil: Go)
 }
 
@@ -197,7 +222,10 @@ func gemm(mk microKernel, dst []float32, ldd int, op operand, R int, w *Packed, 
 	// rounded to the tile.
 	blocks := (R + mcMax - 1) / mcMax
 	mc := ((R+blocks-1)/blocks + mk.mr - 1) / mk.mr * mk.mr
-	panels := (O + panelWidth - 1) / panelWidth
+	if mk.nr > w.pw {
+		panic("kern: W packed narrower than the kernel's tile")
+	}
+	panels := (O + w.pw - 1) / w.pw
 	g := gemmCall{mk: mk, dst: dst, ldd: ldd, op: op, w: w, bias: bias, accumulate: accumulate}
 	workers := max(threads, 1)
 	rowSplit := false
@@ -290,24 +318,24 @@ func (g *gemmCall) scratch(mc, workers int) *[]float32 {
 // [k0, k0+kb), with A packed in ap; tmp holds an edge tile.
 func (g *gemmCall) panels(ap, tmp []float32, r0, r1, k0, kb, p0, p1 int) {
 	mk, w, dst, ldd, bias := g.mk, g.w, g.dst, g.ldd, g.bias
-	I, O := w.In, w.Out
+	I, O, pw := w.In, w.Out, w.pw
 	first := k0 == 0
 	for p := p0; p < p1; p++ {
-		for j0 := 0; j0 < panelWidth && p*panelWidth+j0 < O; j0 += mk.nr {
-			c0 := p*panelWidth + j0
+		for j0 := 0; j0 < pw && p*pw+j0 < O; j0 += mk.nr {
+			c0 := p*pw + j0
 			nc := min(mk.nr, O-c0)
-			bp := w.panels[p*panelWidth*I+k0*panelWidth+j0:]
+			bp := w.panels[p*pw*I+k0*pw+j0:]
 			var bs []float32
 			if first && bias != nil && nc == mk.nr {
 				bs = bias[c0 : c0+nc]
 			}
 			var pf []float32 // the next panel's slice, while this one runs
 			if j0 == 0 && p+1 < p1 {
-				pf = w.panels[(p+1)*panelWidth*I+k0*panelWidth : (p+1)*panelWidth*I+(k0+kb)*panelWidth]
+				pf = w.panels[(p+1)*pw*I+k0*pw : (p+1)*pw*I+(k0+kb)*pw]
 			}
 			full := (r1 - r0) / mk.mr
 			if full > 0 && nc == mk.nr {
-				mk.run(kb, ap, bp, dst[r0*ldd+c0:], ldd, bs, !first || g.accumulate, full, pf)
+				mk.run(kb, ap, bp, pw, dst[r0*ldd+c0:], ldd, bs, !first || g.accumulate, full, pf)
 			} else {
 				full = 0
 			}
@@ -315,7 +343,7 @@ func (g *gemmCall) panels(ap, tmp []float32, r0, r1, k0, kb, p0, p1 int) {
 				at := ap[(i0-r0)*kb:]
 				nrow := min(mk.mr, r1-i0)
 				t := tmp[:mk.mr*mk.nr]
-				mk.run(kb, at, bp, t, mk.nr, nil, false, 1, nil)
+				mk.run(kb, at, bp, pw, t, mk.nr, nil, false, 1, nil)
 				for i := 0; i < nrow; i++ {
 					row := dst[(i0+i)*ldd+c0 : (i0+i)*ldd+c0+nc]
 					tr := t[i*mk.nr:]
@@ -407,21 +435,21 @@ func pack6(vec pack6Func, d, s0, s1, s2, s3, s4, s5 []float32) {
 
 // kernelGeneric is the pure-Go tile: 4 rows x 16 columns, the same
 // contract as the assembly kernels (k in order, C = acc + bias + old C).
-func kernelGeneric(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, _ []float32) {
+func kernelGeneric(kc int, a, b []float32, pw int, c []float32, ldc int, bias []float32, load bool, tiles int, _ []float32) {
 	for t := 0; t < tiles; t++ {
-		kernelGeneric1(kc, a[t*kc*4:], b, c[t*4*ldc:], ldc, bias, load)
+		kernelGeneric1(kc, a[t*kc*4:], b, pw, c[t*4*ldc:], ldc, bias, load)
 	}
 }
 
-func kernelGeneric1(kc int, a, b, c []float32, ldc int, bias []float32, load bool) {
+func kernelGeneric1(kc int, a, b []float32, pw int, c []float32, ldc int, bias []float32, load bool) {
 	a = a[:kc*4]
-	b = b[:(kc-1)*panelWidth+16]
+	b = b[:(kc-1)*pw+16]
 	// Four passes of 4 columns: 16 scalar accumulators stay in registers.
 	for j0 := 0; j0 < 16; j0 += 4 {
 		var s00, s01, s02, s03, s10, s11, s12, s13 float32
 		var s20, s21, s22, s23, s30, s31, s32, s33 float32
 		for k := 0; k < kc; k++ {
-			bk := b[k*panelWidth+j0 : k*panelWidth+j0+4 : k*panelWidth+j0+4]
+			bk := b[k*pw+j0 : k*pw+j0+4 : k*pw+j0+4]
 			ak := a[k*4 : k*4+4 : k*4+4]
 			y0, y1, y2, y3 := bk[0], bk[1], bk[2], bk[3]
 			x0, x1, x2, x3 := ak[0], ak[1], ak[2], ak[3]

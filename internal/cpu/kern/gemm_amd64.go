@@ -6,8 +6,8 @@ package kern
 // computes one register tile of C = A B over kc steps of k:
 //
 //	a:    the packed A micro-panel, a[k*mr + i] = A[row i, k] (packA)
-//	b:    the packed W panel at the block's first k, b[k*32 + j] =
-//	      W[col j, k]: 32 floats (128 bytes) per k whatever the tile width
+//	b:    the packed W panel at the block's first k, b[k*pw + j] =
+//	      W[col j, k], pw (the panel width, 16 or 32) floats per k
 //	c:    C[0, 0] of the tile, rows ldc floats apart
 //	bias: nil, or the tile's nr bias values, added to every row
 //	load: nonzero adds the tile's old C values
@@ -26,12 +26,19 @@ package kern
 //go:noescape
 func gemmKernel512x12(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
 
-// gemmKernel256x6 is the AVX2 tile: 6 rows x 16 columns (half a panel),
-// 12 ymm accumulators (Y0-Y11), the B row in Y12-Y13, A broadcast into
-// Y14/Y15, VFMADD231PS.
+// gemmKernel256x6 is the AVX2 tile on a 32-wide panel (W packed on a CPU
+// with AVX-512, the tile half a panel): 6 rows x 16 columns, 12 ymm
+// accumulators (Y0-Y11), the B row in Y12-Y13, A broadcast into Y14/Y15,
+// VFMADD231PS.
 //
 //go:noescape
 func gemmKernel256x6(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
+
+// gemmKernel256x6p16 is gemmKernel256x6 on a 16-wide panel (W packed on a
+// CPU without AVX-512): the B rows 64 bytes apart.
+//
+//go:noescape
+func gemmKernel256x6p16(kc int, a, b, c *float32, ldc int, bias *float32, load int, tiles int, pf *float32, pfn int)
 
 // fmaPeak512 runs n iterations of 24 independent zmm VFMADD231PS (768 flop).
 //
@@ -62,8 +69,11 @@ func init() {
 	peaks[AVX2] = peakLoop{flop: 192, run: fmaPeak256}
 }
 
-func run512(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32) {
-	_, _ = a[tiles*kc*12-1], b[(kc-1)*panelWidth+31]
+func run512(kc int, a, b []float32, pw int, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32) {
+	if pw != panelWidth {
+		panic("kern: the AVX-512 tile needs 32-wide panels")
+	}
+	_, _ = a[tiles*kc*12-1], b[(kc-1)*pw+31]
 	_ = c[(tiles*12-1)*ldc+31]
 	var bp *float32
 	if bias != nil {
@@ -73,15 +83,22 @@ func run512(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles
 	gemmKernel512x12(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles, pp, pn)
 }
 
-func run256(kc int, a, b, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32) {
-	_, _ = a[tiles*kc*6-1], b[(kc-1)*panelWidth+15]
+func run256(kc int, a, b []float32, pw int, c []float32, ldc int, bias []float32, load bool, tiles int, pf []float32) {
+	_, _ = a[tiles*kc*6-1], b[(kc-1)*pw+15]
 	_ = c[(tiles*6-1)*ldc+15]
 	var bp *float32
 	if bias != nil {
 		bp = &bias[:16][0]
 	}
 	pp, pn := prefetchArgs(pf)
-	gemmKernel256x6(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles, pp, pn)
+	switch pw {
+	case 16:
+		gemmKernel256x6p16(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles, pp, pn)
+	case panelWidth:
+		gemmKernel256x6(kc, &a[0], &b[0], &c[0], ldc, bp, b2i(load), tiles, pp, pn)
+	default:
+		panic("kern: the AVX2 tile needs 16- or 32-wide panels")
+	}
 }
 
 func prefetchArgs(pf []float32) (*float32, int) {

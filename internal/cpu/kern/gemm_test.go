@@ -19,6 +19,25 @@ func forEachLevel(t *testing.T, f func(t *testing.T)) {
 	}
 }
 
+// forEachLayout is forEachLevel once per panel width the level's kernel
+// takes (16 and 32 for the 16-wide tiles, 32 for AVX-512's), with Pack
+// forced to it: a CPU without AVX-512 also runs its tiles on the layout
+// that one with AVX-512 packs.
+func forEachLayout(t *testing.T, f func(t *testing.T)) {
+	forEachLevel(t, func(t *testing.T) {
+		for _, pw := range []int{16, panelWidth} {
+			if pw < kernels[level].nr {
+				continue
+			}
+			t.Run(fmt.Sprintf("pw%d", pw), func(t *testing.T) {
+				defer func(old int) { packWidth = old }(packWidth)
+				packWidth = pw
+				f(t)
+			})
+		}
+	})
+}
+
 func randNormals(rng *rand.Rand, n int) []float32 {
 	s := make([]float32, n)
 	for i := range s {
@@ -73,7 +92,7 @@ func checkGemm(t *testing.T, rng *rand.Rand, R, I, O int, withBias, acc bool, th
 }
 
 func TestGemmMatchesFloat64(t *testing.T) {
-	forEachLevel(t, func(t *testing.T) {
+	forEachLayout(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(1, 2))
 		// Shapes cover: full and edge tiles in rows (12, 6, 4) and columns
 		// (32, 16), k below, at and across the kc block and the 4-step unroll,
@@ -94,7 +113,7 @@ func TestGemmMatchesFloat64(t *testing.T) {
 
 // Every level gives the same bits whatever the thread count.
 func TestGemmDeterministicAcrossThreads(t *testing.T) {
-	forEachLevel(t, func(t *testing.T) {
+	forEachLayout(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(3, 4))
 		// The second shape splits the threads over row blocks.
 		for _, sz := range [][3]int{{200, 600, 150}, {2900, 300, 70}} {
@@ -253,7 +272,7 @@ func BenchmarkGemm(b *testing.B) {
 // width does not divide the k-block (so packed blocks cross taps), taps out
 // of order, and odd row counts, accumulation and bias.
 func TestGemmTapsMatchesGemm(t *testing.T) {
-	forEachLevel(t, func(t *testing.T) {
+	forEachLayout(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for _, tc := range []struct{ R, C, O, lda int }{
 			{1, 3, 5, 3}, {37, 100, 33, 100}, {300, 160, 27, 171}, {61, 256, 64, 256}, {530, 40, 70, 40}, {2000, 24, 20, 24},

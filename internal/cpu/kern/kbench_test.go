@@ -16,7 +16,7 @@ func BenchmarkKernelOnly(b *testing.B) {
 		}
 		b.Run(l.String(), func(b *testing.B) {
 			a := make([]float32, mk.kc*mk.mr)
-			w := make([]float32, mk.kc*panelWidth)
+			w := make([]float32, mk.kc*packWidth)
 			c := make([]float32, mk.mr*mk.nr)
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
@@ -24,7 +24,7 @@ func BenchmarkKernelOnly(b *testing.B) {
 			b.ResetTimer()
 			t0 := threadCPU()
 			for i := 0; i < b.N; i++ {
-				mk.run(mk.kc, a, w, c, mk.nr, nil, true, 1, nil)
+				mk.run(mk.kc, a, w, packWidth, c, mk.nr, nil, true, 1, nil)
 			}
 			gf := float64(2*mk.kc*mk.mr*mk.nr) * float64(b.N) / (threadCPU() - t0).Seconds() / 1e9
 			b.ReportMetric(gf, "GFLOP/cpu-s")

@@ -42,13 +42,14 @@ var (
 // W panel.
 var prefetchDist = 64
 
-// kernel writes gemmKernel<isa>x<mr>: an mr x (cols*lanes) tile.
+// kernel writes gemmKernel<isa>x<mr><suffix>: an mr x (cols*lanes) tile
+// over W panels bRow bytes wide (a k step's row of the panel).
 // Accumulators are registers 0 .. mr*cols-1 (row-major over the tile),
 // then cols registers for the B row, then two broadcast registers
 // alternating by row so consecutive rows' broadcasts are independent.
-func kernel(s isa, mr, cols int) {
+func kernel(s isa, mr, cols, bRow int, suffix string) {
 	nr := cols * s.lanes
-	name := fmt.Sprintf("gemmKernel%sx%d", s.name, mr)
+	name := fmt.Sprintf("gemmKernel%sx%d%s", s.name, mr, suffix)
 	acc := func(i, j int) string { return fmt.Sprintf("%s%d", s.reg, i*cols+j) }
 	breg := func(j int) string { return fmt.Sprintf("%s%d", s.reg, mr*cols+j) }
 	bc := func(i int) string { return fmt.Sprintf("%s%d", s.reg, mr*cols+cols+i%2) }
@@ -97,19 +98,21 @@ func kernel(s isa, mr, cols int) {
 			p("%s %s, %s, %s", s.zero, acc(i, j), acc(i, j), acc(i, j))
 		}
 	}
-	// One k step: the B row (cols registers, 128 bytes apart per k: the
-	// panel is 32 floats wide whatever the tile width), then for each row
-	// a broadcast of A and cols FMAs.
+	// One k step: the B row (cols registers, bRow bytes apart per k: the
+	// panel may be wider than the tile), then for each row a broadcast of
+	// A and cols FMAs.
 	step := func(k int, t0 bool) {
 		for j := 0; j < cols; j++ {
-			p("VMOVUPS %d(BX), %s", k*128+j*4*s.lanes, breg(j))
+			p("VMOVUPS %d(BX), %s", k*bRow+j*4*s.lanes, breg(j))
 		}
 		// The panel slice comes from L3 or memory the first time a tile
-		// reads it: prefetch both lines of the row prefetchDist k ahead (the
-		// other half of the panel too, for the AVX2 tile's second pass).
+		// reads it: prefetch the row's lines prefetchDist k ahead (the
+		// whole row: an AVX2 tile on a 32-wide panel reads the other half
+		// in its second pass).
 		if t0 {
-			p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128)
-			p("PREFETCHT0 %d(BX)", k*128+prefetchDist*128+64)
+			for off := 0; off < bRow; off += 64 {
+				p("PREFETCHT0 %d(BX)", k*bRow+prefetchDist*bRow+off)
+			}
 		}
 		for i := 0; i < mr; i++ {
 			p("VBROADCASTSS %d(AX), %s", (k*mr+i)*4, bc(i))
@@ -134,7 +137,7 @@ func kernel(s isa, mr, cols int) {
 			step(k, t0)
 		}
 		p("ADDQ $%d, AX", unroll*mr*4)
-		p("ADDQ $%d, BX", unroll*128)
+		p("ADDQ $%d, BX", unroll*bRow)
 		p("SUBQ $%d, CX", unroll)
 		p("CMPQ CX, $%d", unroll)
 		p("JGE %s_loop4%s", name, suffix)
@@ -154,7 +157,7 @@ func kernel(s isa, mr, cols int) {
 	label(name + "_loop1")
 	step(0, true)
 	p("ADDQ $%d, AX", mr*4)
-	p("ADDQ $128, BX")
+	p("ADDQ $%d, BX", bRow)
 	p("DECQ CX")
 	p("JNZ %s_loop1", name)
 	label(name + "_epilogue")
@@ -413,8 +416,9 @@ func main() {
 		}
 	}
 	header("!purego")
-	kernel(avx512, 12, 2)
-	kernel(avx2, 6, 2)
+	kernel(avx512, 12, 2, 128, "")
+	kernel(avx2, 6, 2, 128, "")
+	kernel(avx2, 6, 2, 64, "p16")
 	peak(avx512, 24)
 	peak(avx2, 12)
 	vec()
