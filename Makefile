@@ -117,19 +117,30 @@ $(OBJDIR)/%.o: %.cu $(CU_HDRS)
 # The binaries, plus build/sysroot: the loader and the exact shared libraries
 # they were linked against (ldd), so bench/device_check.sh can start them on a
 # machine with another glibc (see scripts/make_sysroot.sh). Carry to the GPU
-# machine: build/unitok_cuda.test build/prep_cuda.test build/unitok-cuda build/sysroot.
+# machine, with build/kern.test (the CPU kernels' tests, for a host CPU with
+# AVX-512), as one archive: build/device.tgz, which bench/device_check.sh
+# unpacks. What travels to the device (the tracked tree, ~34 MB, plus what
+# is carried) must stay under 64 MiB: the binaries are stripped of their
+# symbol table and DWARF (stack traces keep their names) and compressed,
+# ~18 MB (they were 56 MB loose).
 CUDA_BINS := $(BUILD)/unitok_cuda.test $(BUILD)/prep_cuda.test $(if $(HAVE_CLI),$(BUILD)/unitok-cuda)
+STRIP_LD  := -ldflags='-s -w'
 cuda-test-bin: $(LIB)
-	$(GO) test -tags cuda -c -o $(BUILD)/unitok_cuda.test .
-	$(GO) test -tags cuda -c -o $(BUILD)/prep_cuda.test ./internal/prep/
+	$(GO) test -tags cuda -c $(STRIP_LD) -o $(BUILD)/unitok_cuda.test .
+	$(GO) test -tags cuda -c $(STRIP_LD) -o $(BUILD)/prep_cuda.test ./internal/prep/
+	$(GO) test -c $(STRIP_LD) -o $(BUILD)/kern.test ./internal/cpu/kern
 ifneq ($(HAVE_CLI),)
-	$(GO) build -tags cuda -o $(BUILD)/unitok-cuda ./cmd/unitok
+	$(GO) build -tags cuda $(STRIP_LD) -o $(BUILD)/unitok-cuda ./cmd/unitok
 else
 	@echo "cmd/unitok has no Go files yet: CUDA CLI not built"
 endif
 	bash scripts/make_sysroot.sh $(BUILD)/sysroot $(CUDA_BINS)
 	{ echo "commit $$(git rev-parse HEAD 2>/dev/null)$$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"; \
 	  echo "built $$(date -u +%FT%TZ) on $$(uname -n)"; $(GO) version; $(NVCC) --version | tail -n 1; } > $(BUILD)/sysroot/BUILD_INFO
+	tar czf $(BUILD)/device.tgz -C $(BUILD) $(notdir $(CUDA_BINS)) kern.test sysroot
+	@tree=$$(git ls-files -z | xargs -0 cat | wc -c); arc=$$(wc -c < $(BUILD)/device.tgz); \
+	echo "build/device.tgz: $$((arc / 1048576)) MiB; with the tracked tree ($$((tree / 1048576)) MiB) $$(((tree + arc) / 1048576)) MiB travel (limit 64)"; \
+	[ $$((tree + arc)) -lt $$((64 * 1048576)) ] || { echo "cuda-test-bin: over the device tool's 64 MiB"; exit 1; }
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2x ./...

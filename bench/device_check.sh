@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # device_check.sh: the one prepared script for a GPU machine. It compiles
-# nothing: it needs what `make cuda-test-bin` made on the build machine
-# (build/unitok_cuda.test, build/prep_cuda.test, build/unitok-cuda and
-# build/sysroot, the loader and shared libraries they were linked against)
-# plus the repository's testdata/ and bench/torch_reference.py.
+# nothing: it needs what `make cuda-test-bin` made on the build machine,
+# build/device.tgz (build/unitok_cuda.test, build/prep_cuda.test,
+# build/unitok-cuda, build/kern.test and build/sysroot, the loader and
+# shared libraries they were linked against; unpacked here), plus the
+# repository's testdata/ and bench/torch_reference.py.
 #
 #   bash bench/device_check.sh            # from anywhere; OUT=dir BUDGET_S=420
 #
@@ -35,7 +36,9 @@
 #   3. PyTorch eager (JSON written before any torch.compile starts)
 #   4. compute-sanitizer memcheck and racecheck on TestCUDAVariants (a small
 #      instance of every kernel variant); only exit 99 is a kernel error
-#   5. optional, if time is left: ncu (quantize kernel, --clock-control none),
+#   5. where the host CPU has AVX-512: the CPU engine's kernel tests and
+#      GEMM benchmarks on it (build/kern.test), the AVX-512 path's first run
+#   6. optional, if time is left: ncu (quantize kernel, --clock-control none),
 #      the data-prep pipeline benchmark
 # Logs go to files first; $OUT gets table.md and logs.tar.gz (and nothing
 # else), rewritten after every step and from the EXIT trap, so a run cut
@@ -133,7 +136,12 @@ if [ "${gpus:-0}" -eq 0 ] && [ "$devnodes" -eq 0 ]; then
 	fi
 	nogpu "no nvidia-smi and no /dev/nvidiaN device node"
 fi
-[ -x "$BIN" ] || nogpu "$BIN missing: run 'make cuda-test-bin' on the build machine and carry build/unitok_cuda.test build/prep_cuda.test build/unitok-cuda build/sysroot"
+# The binaries travel as one archive (make cuda-test-bin: stripped and
+# compressed, under the device tool's 64 MiB for all that travels).
+if [ -f build/device.tgz ]; then
+	tar xzf build/device.tgz -C build 2>"$LOGS/untar.txt" || nogpu "build/device.tgz does not unpack: $(head -n 1 "$LOGS/untar.txt")"
+fi
+[ -x "$BIN" ] || nogpu "$BIN missing: run 'make cuda-test-bin' on the build machine and carry build/device.tgz"
 
 # The driver's library dirs: where ld.so.cache puts libcuda.so.1, then the
 # usual places (never the toolkit's stubs or compat dirs).
@@ -375,7 +383,50 @@ sanitize() {
 sanitize memcheck 35
 sanitize racecheck 35
 
-# ------------------------------------------------------------ 5. optional
+# ------------------------------------------------------------ 5. CPU AVX-512
+# The host's CPU, where it has AVX-512 (the build machines have not): the
+# CPU engine's AVX-512 kernels run for the first time. kern's tests force
+# every level the CPU has (GEMM tiles on both panel layouts, codebook
+# search, row ops; a start-up self-check drop fails TestSelfCheck), the
+# root package's CPU tests run the core model per level, and BenchmarkGemm
+# / BenchmarkKernelOnly give the GEMM's fraction of the FMA peak on 1 and 2
+# threads. A failed test fails the check; the figures are INFO. Like the
+# optional steps, it runs on what the GPU steps left (skipped under 20 s).
+t=$(date +%s)
+lim=$(limit 60)
+cpuname=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+if ! grep -qw avx512f /proc/cpuinfo; then
+	record "cpu avx512" SKIPPED 0 "host CPU has no avx512f ($cpuname)"
+elif [ ! -x build/kern.test ]; then
+	record "cpu avx512" SKIPPED 0 "no build/kern.test (make cuda-test-bin builds it; carry it)"
+elif [ "$lim" -lt 20 ]; then
+	record "cpu avx512" SKIPPED 0 "only ${lim}s left"
+else
+	f=$LOGS/cpu_avx512.log
+	GOMAXPROCS=2 timeout -k 5 "$((lim / 2))" build/kern.test -test.count 1 -test.v -test.timeout "$((lim / 2 - 2))s" >"$f" 2>&1
+	rc=$?
+	GOMAXPROCS=2 timeout -k 5 15 "${LAUNCH[@]}" "$BIN" -test.run '^TestCPU' -test.count 1 -test.v -test.timeout 13s >>"$f" 2>&1
+	rc2=$?
+	fail=$(grep -c -- '--- FAIL' "$f")
+	lvl=$(grep -c -- '--- PASS: .*/avx512' "$f")
+	note="$cpuname; kern exit $rc, root TestCPU exit $rc2, $(grep -c -- '--- PASS' "$f") passed ($lvl avx512 subtests), $fail failed"
+	if [ "$rc" -ne 0 ] || [ "$rc2" -ne 0 ] || [ "$fail" -gt 0 ] || [ "$lvl" -eq 0 ]; then
+		record "cpu avx512" FAIL "$(($(date +%s) - t))" "$note; $(grep -m1 -E -- '--- FAIL|panic:|start-up check' "$f" | sed 's/^ *//' | cut -c1-160)"
+		FAILED=1
+	else
+		record "cpu avx512" PASS "$(($(date +%s) - t))" "$note"
+		lim=$(limit 25)
+		if [ "$lim" -ge 10 ]; then
+			GOMAXPROCS=2 timeout -k 5 "$lim" build/kern.test -test.run '^$' -test.bench '^Benchmark(Gemm|KernelOnly|FMAPeak)$/^(avx512|avx2)' \
+				-test.benchtime 1s >"$LOGS/cpu_bench.log" 2>&1
+			record "cpu bench" INFO "$(($(date +%s) - t))" "$(grep -E '^Benchmark(FMAPeak|Gemm|KernelOnly)/(avx512|avx2)' "$LOGS/cpu_bench.log" |
+				awk '{o=$1; for (i=2;i<NF;i++) if ($(i+1) ~ /GFLOP\/cpu-s|of-peak/) o=o" "$i" "$(i+1); print o}' | tr '\n' ';' | cut -c1-600)"
+		fi
+	fi
+fi
+snapshot
+
+# ------------------------------------------------------------ 6. optional
 t=$(date +%s)
 lim=$(left)
 if ! command -v ncu >/dev/null 2>&1; then
