@@ -1,14 +1,14 @@
 # unitok: pure-Go CPU engine always; the CUDA engine when nvcc is found.
 #
-#   make test           CPU tests (asm kernels with -race, pure Go, GOEXPERIMENT=simd), fuzz smoke runs; with nvcc, the CUDA library,
+#   make test           CPU tests (asm kernels with -race, pure Go), fuzz smoke runs; with nvcc, the CUDA library,
 #                       go test -tags cuda ./... (GPU tests skip without a GPU) and the kernels under CPU emulation
 #   make cuda           build/libunitok_cuda.a (SASS sm_80, sm_90; PTX compute_90; static cudart)
-#   make cuda-test-bin  build/unitok_cuda.test and build/unitok-cuda (self-contained, for a GPU machine)
+#   make cuda-test-bin  build/device.tgz: the CUDA test binaries and CLI, self-contained, for a GPU machine
 #   make bench          Go benchmarks (CPU; CUDA too when built)
 #   make emu-test       the CUDA tests against a CPU emulation of the kernels (no GPU; slow)
 #   make emu-asan       the same under AddressSanitizer
 #
-# On a GPU machine (no Go, no nvcc there): carry build/ and run bench/device_check.sh.
+# On a GPU machine (no Go, no nvcc there): carry build/device.tgz and run bench/device_check.sh.
 
 SHELL   := /bin/bash
 GO      ?= go

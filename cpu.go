@@ -1,15 +1,12 @@
 package unitok
 
 import (
-	"sync"
-
+	"github.com/unitok/unitok/internal/cpu"
 	"github.com/unitok/unitok/internal/cpu/kern"
 )
 
-// The CPU engine: pure Go, every core, no per-token allocation. Work is cut
-// into chunks of whole images (attention needs a whole sequence) whose
-// scratch buffers come from a pool, so steady-state calls allocate only
-// goroutines.
+// The CPU backend: the tokenizer core on internal/cpu's Core (pure Go and
+// kern's assembly, every core, no per-token allocation).
 
 func init() {
 	registerBackend("cpu", backendFactory{
@@ -20,60 +17,42 @@ func init() {
 	})
 }
 
-// cpuChunkRows is the target number of token rows per projection chunk:
-// large enough to keep every core busy in the GEMMs, small enough that the
-// QKV scratch (rows x 3*max(C,D) floats) stays around 25 MB at C=1024.
-const cpuChunkRows = 2048
-
-type cpuBackend struct {
-	m       *Model
-	metric  Metric
-	threads int
-	// quantizer tables: per codebook, the codewords compared against and
-	// the per-codeword score offset (0 for cosine, -|e|^2/2 for L2).
-	words [][]float32
-	bias  [][]float32
-	enc   *projScratchPool
-	dec   *projScratchPool
-	lat   sync.Pool // *[]float32 latent scratch for Encode/Decode chunks
-
-	// packed holds each Linear's weight laid out for kern.Gemm.
-	packed map[*Linear]*kern.Packed
-	// codebooks: the quantizer tables laid out for kern's codebook search.
-	codebooks []*kern.Codebook
-}
-
-// simdKernels are the archsimd kernels; cpu_simd_amd64.go fills them in
-// when built with GOEXPERIMENT=simd on a CPU with AVX2 and FMA. Only the
-// codebook search still uses them: GEMMs, softmax and GeGLU run on
-// internal/cpu/kern in every build.
-type simdKernels struct {
-	enabled bool
-	argmax  func(z, qt, qbias []float32, vpad, d int) int32
-}
-
-var simd simdKernels
+type cpuBackend struct{ core *cpu.Core }
 
 // SIMD reports whether the CPU engine runs its vector kernels: the
-// assembly GEMM, softmax and GeGLU of internal/cpu/kern (AVX2 or AVX-512,
-// every build on amd64), or the archsimd codebook search.
-func SIMD() bool { return simd.enabled || kern.Current() != kern.Generic }
+// assembly of internal/cpu/kern (AVX2 or AVX-512, every build on amd64)
+// rather than its pure-Go path.
+func SIMD() bool { return kern.Current() != kern.Generic }
 
 func newCPUBackend(m *Model, metric Metric, threads int) *cpuBackend {
-	b := &cpuBackend{m: m, metric: metric, threads: max(threads, 1)}
-	b.words, b.bias = quantTables(m, metric)
-	b.enc = &projScratchPool{p: &m.QuantProj}
-	b.dec = &projScratchPool{p: &m.PostQuantProj}
-	b.packed = map[*Linear]*kern.Packed{}
-	for _, p := range []*AttnProjection{&m.QuantProj, &m.PostQuantProj} {
-		for _, l := range []*Linear{&p.QKV, &p.AttnProj, &p.Proj, &p.W0, &p.W1, &p.W2} {
-			b.packed[l] = kern.Pack(l.Weight, l.Out, l.In)
-		}
+	words, offsets := quantTables(m, metric)
+	return &cpuBackend{core: cpu.NewCore(cpu.CoreWeights{
+		QuantProj:     projectionWeights(&m.QuantProj),
+		PostQuantProj: projectionWeights(&m.PostQuantProj),
+		Words:         words,
+		Offsets:       offsets,
+		Lookup:        m.NormCodebooks,
+		V:             m.CodebookSize,
+		D:             m.LatentDim,
+		K:             m.NumCodebooks,
+		Causal:        m.Causal,
+	}, threads)}
+}
+
+// projectionWeights is p as internal/cpu takes it (the same slices).
+func projectionWeights(p *AttnProjection) cpu.ProjectionWeights {
+	ln := func(l LayerNorm) cpu.LayerNormWeights {
+		return cpu.LayerNormWeights{Weight: l.Weight, Bias: l.Bias, Eps: l.Eps}
 	}
-	for k := range b.words {
-		b.codebooks = append(b.codebooks, kern.NewCodebook(b.words[k], b.bias[k], m.CodebookSize, m.ChunkDim()))
+	lin := func(l Linear) cpu.LinearWeights {
+		return cpu.LinearWeights{In: l.In, Out: l.Out, Weight: l.Weight, Bias: l.Bias}
 	}
-	return b
+	return cpu.ProjectionWeights{
+		In: p.In, Out: p.Out, Heads: p.Heads, HeadDim: p.HeadDim,
+		Norm1: ln(p.Norm1), Norm2: ln(p.Norm2), Norm3: ln(p.Norm3), MLPNorm: ln(p.MLPNorm),
+		QKV: lin(p.QKV), AttnProj: lin(p.AttnProj), Proj: lin(p.Proj),
+		W0: lin(p.W0), W1: lin(p.W1), W2: lin(p.W2),
+	}
 }
 
 // quantTables returns, per codebook, the codewords and score offsets that
@@ -103,101 +82,32 @@ func quantTables(m *Model, metric Metric) (words, bias [][]float32) {
 func (b *cpuBackend) Name() string { return "cpu" }
 func (b *cpuBackend) Close() error { return nil }
 
-// imagesPerChunk is how many whole images of N tokens make one chunk.
-func imagesPerChunk(N int) int { return max(1, cpuChunkRows/N) }
-
 func (b *cpuBackend) QuantProj(dst, x []float32, B, N int) error {
-	b.projectAll(b.enc, dst, x, B, N)
+	b.core.QuantProj(dst, x, B, N)
 	return nil
 }
 
 func (b *cpuBackend) PostQuantProj(dst, z []float32, B, N int) error {
-	b.projectAll(b.dec, dst, z, B, N)
+	b.core.PostQuantProj(dst, z, B, N)
 	return nil
 }
 
-func (b *cpuBackend) projectAll(pool *projScratchPool, dst, x []float32, B, N int) {
-	p := pool.p
-	s := pool.get(chunkRows(B, N))
-	defer pool.put(s)
-	forChunks(B, N, func(nb, r0, r1 int) {
-		b.project(p, s, dst[r0*p.Out:r1*p.Out], x[r0*p.In:r1*p.In], nb, N)
-	})
-}
-
-// chunkRows is the token rows of the largest chunk forChunks hands out.
-func chunkRows(B, N int) int { return min(imagesPerChunk(N), B) * N }
-
-// forChunks calls fn for consecutive chunks of whole images: nb images,
-// token rows [r0, r1).
-func forChunks(B, N int, fn func(nb, r0, r1 int)) {
-	step := imagesPerChunk(N)
-	for b0 := 0; b0 < B; b0 += step {
-		nb := min(step, B-b0)
-		fn(nb, b0*N, (b0+nb)*N)
-	}
-}
-
 func (b *cpuBackend) Quantize(dst []int32, z []float32, M int) error {
-	b.quantize(dst, z, M)
+	b.core.Quantize(dst, z, M)
 	return nil
 }
 
 func (b *cpuBackend) Lookup(dst []float32, codes []int32, M int) error {
-	lookup(b.m, dst, codes, M)
+	b.core.Lookup(dst, codes, M)
 	return nil
 }
 
-func (b *cpuBackend) latScratch(n int) *[]float32 {
-	if v, ok := b.lat.Get().(*[]float32); ok && cap(*v) >= n {
-		*v = (*v)[:n]
-		return v
-	}
-	v := make([]float32, n)
-	return &v
-}
-
 func (b *cpuBackend) Encode(dst []int32, x []float32, B, N int) error {
-	m := b.m
-	s := b.enc.get(chunkRows(B, N))
-	defer b.enc.put(s)
-	lat := b.latScratch(chunkRows(B, N) * m.LatentDim)
-	defer b.lat.Put(lat)
-	forChunks(B, N, func(nb, r0, r1 int) {
-		z := (*lat)[:(r1-r0)*m.LatentDim]
-		b.project(&m.QuantProj, s, z, x[r0*m.InDim:r1*m.InDim], nb, N)
-		b.quantize(dst[r0*m.NumCodebooks:r1*m.NumCodebooks], z, r1-r0)
-	})
+	b.core.Encode(dst, x, B, N)
 	return nil
 }
 
 func (b *cpuBackend) Decode(dst []float32, codes []int32, B, N int) error {
-	m := b.m
-	s := b.dec.get(chunkRows(B, N))
-	defer b.dec.put(s)
-	lat := b.latScratch(chunkRows(B, N) * m.LatentDim)
-	defer b.lat.Put(lat)
-	forChunks(B, N, func(nb, r0, r1 int) {
-		z := (*lat)[:(r1-r0)*m.LatentDim]
-		lookup(m, z, codes[r0*m.NumCodebooks:r1*m.NumCodebooks], r1-r0)
-		b.project(&m.PostQuantProj, s, dst[r0*m.InDim:r1*m.InDim], z, nb, N)
-	})
+	b.core.Decode(dst, codes, B, N)
 	return nil
-}
-
-// lookup writes the normalized codewords of codes (M, K) into dst (M, D).
-func lookup(m *Model, dst []float32, codes []int32, M int) {
-	K, d := m.NumCodebooks, m.ChunkDim()
-	for r := 0; r < M; r++ {
-		for k := 0; k < K; k++ {
-			c := int(codes[r*K+k])
-			copy(dst[(r*K+k)*d:(r*K+k+1)*d], m.NormCodebooks[k][c*d:(c+1)*d])
-		}
-	}
-}
-
-// parallelFor is kern.ParallelFor: fn over [0, n) in pieces of at least
-// grain items on up to threads goroutines.
-func parallelFor(n, grain, threads int, fn func(worker, lo, hi int)) {
-	kern.ParallelFor(n, grain, threads, fn)
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/unitok/unitok/internal/cpu"
 )
 
 // quantMarginTol is the top-two score gap under which float32 rounding may
@@ -185,7 +187,7 @@ func TestEncodeIsQuantProjThenQuantize(t *testing.T) {
 	_, tok := newCPU(t, c, 8)
 	rng := rand.New(rand.NewPCG(8, 8))
 	// B large enough to span several projection chunks.
-	B, N := 2*imagesPerChunk(7)+1, 7
+	B, N := 2*cpu.ImagesPerChunk(7)+1, 7
 	x := randNormal(rng, B*N*c.InDim)
 	codes, err := tok.Encode(x, B, N)
 	require.NoError(t, err)
