@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/unitok/unitok/internal/cpu/kern"
+	"github.com/unitok/unitok/internal/cputime"
 )
 
 // The quantizer tests, the fixture conformance suite and the encode paths
@@ -50,14 +51,14 @@ func BenchmarkQuantize(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer tok.Close()
-				c0 := processCPUTime()
+				c0 := cputime.Process().Seconds()
 				for b.Loop() {
 					if err := tok.QuantizeInto(dst, z, M); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.ReportMetric(float64(M)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
-				if c := processCPUTime() - c0; c > 0 {
+				if c := cputime.Process().Seconds() - c0; c > 0 {
 					b.ReportMetric(float64(M)*float64(b.N)/c, "tokens/cpu-s")
 				}
 			})

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/unitok/unitok/internal/cputime"
 	"github.com/unitok/unitok/internal/model/vitamin"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkImageTokenizeLarge(b *testing.B) {
 	tok, x, _, B := imageBenchSetup(b)
 	ctx := context.Background()
 	b.ResetTimer()
-	cpu0 := processCPUSeconds()
+	cpu0 := cputime.Process().Seconds()
 	for i := 0; i < b.N; i++ {
 		if _, err := tok.TokenizePixels(ctx, x, B); err != nil {
 			b.Fatal(err)
@@ -64,7 +65,7 @@ func BenchmarkImageDetokenizeLarge(b *testing.B) {
 	tok, _, codes, B := imageBenchSetup(b)
 	ctx := context.Background()
 	b.ResetTimer()
-	cpu0 := processCPUSeconds()
+	cpu0 := cputime.Process().Seconds()
 	for i := 0; i < b.N; i++ {
 		if _, err := tok.Detokenize(ctx, codes, B); err != nil {
 			b.Fatal(err)
@@ -77,7 +78,7 @@ func BenchmarkImageDetokenizeLarge(b *testing.B) {
 // threads; robust to other load on a shared machine).
 func reportImages(b *testing.B, B int, cpu0 float64) {
 	b.ReportMetric(float64(B*b.N)/b.Elapsed().Seconds(), "images/s")
-	if cpu := processCPUSeconds() - cpu0; cpu > 0 {
+	if cpu := cputime.Process().Seconds() - cpu0; cpu > 0 {
 		b.ReportMetric(cpu/float64(B*b.N), "cpu-s/image")
 	}
 }

@@ -8,21 +8,13 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-)
 
-// processCPU is the user+system CPU time of this process.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/unitok/unitok/internal/cputime"
+)
 
 // procStatus returns VmRSS, VmHWM, RssAnon and RssFile of this process in MiB.
 func procStatus(t *testing.T) map[string]int {
@@ -56,12 +48,12 @@ func TestLoadRSS(t *testing.T) {
 	if path == "" {
 		t.Skip("set UNITOK_RSS_CKPT=/path/to/checkpoint to measure the image path's memory")
 	}
-	cpu0 := processCPU()
+	cpu0 := cputime.Process()
 	report := func(stage string, d time.Duration) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		s := procStatus(t)
-		cpu := processCPU()
+		cpu := cputime.Process()
 		t.Logf("%-22s %6.2fs wall %6.2fs cpu  peak RSS %5d MiB  RSS %5d MiB (anon %5d, file %5d)  heap in use %5d MiB",
 			stage, d.Seconds(), (cpu - cpu0).Seconds(), s["VmHWM"], s["VmRSS"], s["RssAnon"], s["RssFile"], ms.HeapInuse>>20)
 		cpu0 = cpu
@@ -75,7 +67,7 @@ func TestLoadRSS(t *testing.T) {
 	report("image model loaded", time.Since(t0))
 	runtime.GC()
 	report("after GC", 0)
-	cpu0 = processCPU()
+	cpu0 = cputime.Process()
 	S := tok.ImageSize()
 	rng := rand.New(rand.NewPCG(1, 2))
 	x := make([]float32, 3*S*S)
@@ -91,6 +83,6 @@ func TestLoadRSS(t *testing.T) {
 	require.NoError(t, err)
 	report("detokenize", time.Since(t0))
 	runtime.GC()
-	cpu0 = processCPU()
+	cpu0 = cputime.Process()
 	report("live after GC", 0)
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/unitok/unitok/internal/cputime"
 )
 
 // forEachArgmaxPath runs fn once per path this CPU supports, with Argmax
@@ -286,12 +288,12 @@ func BenchmarkArgmax(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/V=%d/d=%d", p, sh.V, sh.d), func(b *testing.B) {
 				prev := SetArgmaxPath(p)
 				defer SetArgmaxPath(prev)
-				c0 := processCPUTime()
+				c0 := cputime.Process().Seconds()
 				for b.Loop() {
 					cb.Argmax(dst, 1, z, sh.d, n)
 				}
 				b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "chunks/s")
-				if c := processCPUTime() - c0; c > 0 {
+				if c := cputime.Process().Seconds() - c0; c > 0 {
 					b.ReportMetric(float64(n)*float64(b.N)/c, "chunks/cpu-s")
 				}
 			})

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+
+	"github.com/unitok/unitok/internal/cputime"
 )
 
 // forEachLevel runs f once per kernel level this CPU supports, with that
@@ -194,12 +196,12 @@ func BenchmarkFMAPeak(b *testing.B) {
 			const n = 1 << 20
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
-			t0 := threadCPU()
+			t0 := cputime.Thread()
 			for i := 0; i < b.N; i++ {
 				pk.run(n)
 			}
 			b.ReportMetric(float64(pk.flop)*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			b.ReportMetric(float64(pk.flop)*n*float64(b.N)/(threadCPU()-t0).Seconds()/1e9, "GFLOP/cpu-s")
+			b.ReportMetric(float64(pk.flop)*n*float64(b.N)/(cputime.Thread()-t0).Seconds()/1e9, "GFLOP/cpu-s")
 		})
 	}
 }
@@ -215,9 +217,9 @@ func measurePeak(l Level) float64 {
 	best := 0.0
 	for range 5 {
 		const n = 1 << 18
-		t0 := threadCPU()
+		t0 := cputime.Thread()
 		pk.run(n)
-		if dt := (threadCPU() - t0).Seconds(); dt > 0 {
+		if dt := (cputime.Thread() - t0).Seconds(); dt > 0 {
 			best = max(best, float64(pk.flop)*n/dt/1e9)
 		}
 	}
@@ -243,9 +245,9 @@ func BenchmarkGemm(b *testing.B) {
 				runtime.LockOSThread()
 				defer runtime.UnlockOSThread()
 				peak := measurePeak(l)
-				cpu := threadCPU
+				cpu := cputime.Thread
 				if th > 1 {
-					cpu = processCPU
+					cpu = cputime.Process
 				}
 				b.ResetTimer()
 				t0 := cpu()

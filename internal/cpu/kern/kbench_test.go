@@ -3,6 +3,8 @@ package kern
 import (
 	"runtime"
 	"testing"
+
+	"github.com/unitok/unitok/internal/cputime"
 )
 
 // BenchmarkKernelOnly runs one vector level's microkernel on a tile whose
@@ -22,11 +24,11 @@ func BenchmarkKernelOnly(b *testing.B) {
 			defer runtime.UnlockOSThread()
 			peak := measurePeak(l)
 			b.ResetTimer()
-			t0 := threadCPU()
+			t0 := cputime.Thread()
 			for i := 0; i < b.N; i++ {
 				mk.run(mk.kc, a, w, packWidth, c, mk.nr, nil, true, 1, nil)
 			}
-			gf := float64(2*mk.kc*mk.mr*mk.nr) * float64(b.N) / (threadCPU() - t0).Seconds() / 1e9
+			gf := float64(2*mk.kc*mk.mr*mk.nr) * float64(b.N) / (cputime.Thread() - t0).Seconds() / 1e9
 			b.ReportMetric(gf, "GFLOP/cpu-s")
 			b.ReportMetric(gf/peak, "of-peak")
 		})

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/unitok/unitok/internal/cputime"
 )
 
 // BenchmarkGemmShapes times kern.Gemm at the shapes of the image path
@@ -18,11 +20,11 @@ func BenchmarkGemmShapes(b *testing.B) {
 		dst := make([]float32, R*O)
 		for _, th := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%dx%dx%d/t%d", R, I, O, th), func(b *testing.B) {
-				t0 := processCPU()
+				t0 := cputime.Process()
 				for i := 0; i < b.N; i++ {
 					Gemm(dst, O, a, I, R, p, bias, false, th)
 				}
-				dt := processCPU() - t0
+				dt := cputime.Process() - t0
 				flop := float64(2*R*I*O) * float64(b.N)
 				b.ReportMetric(flop/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 				b.ReportMetric(flop/dt.Seconds()/1e9, "GFLOP/cpu-s")

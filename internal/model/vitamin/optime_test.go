@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/unitok/unitok/internal/cpu"
+	"github.com/unitok/unitok/internal/cputime"
 	"github.com/unitok/unitok/internal/engine"
 )
 
@@ -51,14 +52,14 @@ type mark struct {
 	c float64
 }
 
-func (t *timed) start() mark { return mark{time.Now(), processCPU()} }
+func (t *timed) start() mark { return mark{time.Now(), cputime.Process().Seconds()} }
 
 // rec adds an op's wall and CPU time since m to its row and, for an op
 // with an uploaded weight w (nil: none), its floating-point operations.
 func (t *timed) rec(name string, s engine.Shape, m mark, w engine.Weight) {
 	k := opKey(name, s)
 	t.t[k] += time.Since(m.w)
-	t.cpu[k] += processCPU() - m.c
+	t.cpu[k] += cputime.Process().Seconds() - m.c
 	if w != nil {
 		t.flops[k] += float64(s.B*s.H*s.W*s.C) * t.perOut[w]
 	}
