@@ -10,7 +10,8 @@
 #     V=4096, H=16, N=256, fp32, B images) against UniTok's AttnProjection in
 #     PyTorch eager and torch.compile (bench/torch_reference.py bench), in
 #     ROUNDS interleaved rounds (unitok then PyTorch each round): the best of
-#     each side over the rounds, and the median of the per-round ratios;
+#     each side over the rounds, and the median of the per-round ratios,
+#     with unitok's GFLOP/s and its fraction of the run's FMA peak x threads;
 #  4. quantize against faiss-cpu's product quantizer, fused assign path and
 #     compute_codes, same normalized codebooks, codes checked equal
 #     (bench/faiss_compare.py);
@@ -109,10 +110,23 @@ for name, key in (("numpy (%s)" % "; ".join(peers.get("numpy_blas", [])), "numpy
     for th, d in sorted(peers.get(key, {}).items(), key=lambda x: int(x[0])):
         print("| %s | %s | %.1f | %.1f | |" % (name, th, d["gflops"], d["gflops_per_cpu_s"]))
 
+# FLOP per token at the real widths (bench/device_table.py's count: the
+# GEMMs, attention (half of it causal), and quantize's 2*K*V*d in encode).
+sys.path.insert(0, "bench")
+from device_table import proj_flops, QUANT, C, D
+flops = {("quantize", "false"): QUANT, ("encode", "false"): proj_flops(C, D) + QUANT,
+         ("encode", "true"): proj_flops(C, D, True) + QUANT, ("decode", "false"): proj_flops(D, C),
+         ("decode", "true"): proj_flops(D, C, True)}
+top = max((l for l in levels), key=lambda l: best["FMAPeak/" + l].get("GFLOP/s", 0), default=None)
+peak = best["FMAPeak/" + top].get("GFLOP/s", 0) * T if top else 0
 print("\nProjections at real widths, B=%s images x 256 tokens, fp32, tokens/s, best of %d interleaved rounds "
-      "(ratios: of the bests, and the median of the per-round ratios); torch %s:\n" % (B, rounds, t0["torch"]))
-print("| op | attention | unitok (asm) | unitok generic | torch eager | torch.compile | asm / eager (median) | asm / compile (median) |")
-print("|---|---|---:|---:|---:|---:|---:|---:|")
+      "(ratios: of the bests, and the median of the per-round ratios); GFLOP/s of unitok's best "
+      "(FLOP per token: quantize %d, encode %d / %d causal, decode %d / %d causal) and its fraction of "
+      "the %s FMA peak above x %d threads (%.0f GFLOP/s); torch %s:\n"
+      % (B, rounds, flops[("quantize", "false")], flops[("encode", "false")], flops[("encode", "true")],
+         flops[("decode", "false")], flops[("decode", "true")], top, T, peak, t0["torch"]))
+print("| op | attention | unitok (asm) | GFLOP/s (of peak) | unitok generic | torch eager | torch.compile | asm / eager (median) | asm / compile (median) |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
 def ratio(a, b):
     return ("%.2f" % (a / b)) if b else "n/a"
 for causal in ("false", "true"):
@@ -128,9 +142,10 @@ for causal in ("false", "true"):
         ut, te, tc = max(ur), max(er), max(cr)
         me = statistics.median(a / b for a, b in zip(ur, er))
         mc = statistics.median(a / b for a, b in zip(ur, cr)) if all(cr) else 0
-        print("| %s | %s | %.0f | %.0f | %.0f | %s | %s (%.2f) | %s (%s) |" % (op, "causal" if causal == "true" else "full",
-              ut, s[op]["tokens_per_s"], te, ("%.0f" % tc) if tc else "n/a", ratio(ut, te), me,
-              ratio(ut, tc), ("%.2f" % mc) if mc else "n/a"))
+        gf = ut * flops[(op, causal)] / 1e9
+        print("| %s | %s | %.0f | %.1f (%s) | %.0f | %.0f | %s | %s (%.2f) | %s (%s) |" % (op, "causal" if causal == "true" else "full",
+              ut, gf, ("%.0f%%" % (100 * gf / peak)) if peak else "-", s[op]["tokens_per_s"], te,
+              ("%.0f" % tc) if tc else "n/a", ratio(ut, te), me, ratio(ut, tc), ("%.2f" % mc) if mc else "n/a"))
 PYEOF
 
 {

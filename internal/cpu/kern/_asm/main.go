@@ -122,17 +122,17 @@ func kernel(s isa, mr, cols, bRow int, suffix string) {
 		}
 	}
 	const unroll = 4
-	loop4 := func(suffix string, t0 bool) {
+	loop4 := func(tag string, t0 bool) {
 		p("CMPQ CX, $%d", unroll)
 		p("JLT %s_tail", name)
-		label(name + "_loop4" + suffix)
+		label(name + "_loop4" + tag)
 		// One line of the next panel slice per 4 k steps, into L2, while it
 		// lasts: by the time the tiles move on, it is no longer in memory.
 		p("CMPQ R11, R13")
-		p("JAE %s_nopf%s", name, suffix)
+		p("JAE %s_nopf%s", name, tag)
 		p("PREFETCHT1 (R11)")
 		p("ADDQ $64, R11")
-		label(name + "_nopf" + suffix)
+		label(name + "_nopf" + tag)
 		for k := 0; k < unroll; k++ {
 			step(k, t0)
 		}
@@ -140,7 +140,7 @@ func kernel(s isa, mr, cols, bRow int, suffix string) {
 		p("ADDQ $%d, BX", unroll*bRow)
 		p("SUBQ $%d, CX", unroll)
 		p("CMPQ CX, $%d", unroll)
-		p("JGE %s_loop4%s", name, suffix)
+		p("JGE %s_loop4%s", name, tag)
 		p("JMP %s_tail", name)
 	}
 	// The first tile brings the slice into L1 (PREFETCHT0 ahead of its
