@@ -46,27 +46,6 @@ func NewCore(w CoreWeights, threads int) *Core {
 	return c
 }
 
-// coreChunkRows is the target number of token rows per projection chunk:
-// large enough to keep every core busy in the GEMMs, small enough that the
-// QKV scratch (rows x 3*max(C,D) floats) stays around 25 MB at C=1024.
-const coreChunkRows = 2048
-
-// ImagesPerChunk is how many whole images of N tokens make one chunk.
-func ImagesPerChunk(N int) int { return max(1, coreChunkRows/N) }
-
-// chunkRows is the token rows of the largest chunk forChunks hands out.
-func chunkRows(B, N int) int { return min(ImagesPerChunk(N), B) * N }
-
-// forChunks calls fn for consecutive chunks of whole images: nb images,
-// token rows [r0, r1).
-func forChunks(B, N int, fn func(nb, r0, r1 int)) {
-	step := ImagesPerChunk(N)
-	for b0 := 0; b0 < B; b0 += step {
-		nb := min(step, B-b0)
-		fn(nb, b0*N, (b0+nb)*N)
-	}
-}
-
 // QuantProj writes the encode side's projection of x (B*N rows, C wide)
 // into dst (B*N rows, D wide).
 func (c *Core) QuantProj(dst, x []float32, B, N int) { c.enc.all(dst, x, B, N) }

@@ -6,6 +6,31 @@ import (
 	"github.com/unitok/unitok/internal/cpu/kern"
 )
 
+// UniTok's AttnProjection on the CPU (Core runs one per side): its linear
+// layers on kern's GEMM, attention on MultiHeadAttention, run a chunk of
+// whole images at a time.
+
+// chunkRowsTarget is the target number of token rows per projection chunk:
+// large enough to keep every core busy in the GEMMs, small enough that the
+// QKV scratch (rows x 3*max(C,D) floats) stays around 25 MB at C=1024.
+const chunkRowsTarget = 2048
+
+// ImagesPerChunk is how many whole images of N tokens make one chunk.
+func ImagesPerChunk(N int) int { return max(1, chunkRowsTarget/N) }
+
+// chunkRows is the token rows of the largest chunk forChunks hands out.
+func chunkRows(B, N int) int { return min(ImagesPerChunk(N), B) * N }
+
+// forChunks calls fn for consecutive chunks of whole images: nb images,
+// token rows [r0, r1).
+func forChunks(B, N int, fn func(nb, r0, r1 int)) {
+	step := ImagesPerChunk(N)
+	for b0 := 0; b0 < B; b0 += step {
+		nb := min(step, B-b0)
+		fn(nb, b0*N, (b0+nb)*N)
+	}
+}
+
 // LayerNormWeights is an affine layer normalization over the last axis.
 type LayerNormWeights struct {
 	Weight, Bias []float32
