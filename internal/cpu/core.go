@@ -57,12 +57,7 @@ func (c *Core) PostQuantProj(dst, z []float32, B, N int) { c.dec.all(dst, z, B, 
 // Encode is QuantProj then Quantize, per chunk (its latents stay in cache).
 func (c *Core) Encode(dst []int32, x []float32, B, N int) {
 	p := c.enc
-	s := p.get(chunkRows(B, N))
-	defer p.put(s)
-	lat := c.latScratch(chunkRows(B, N) * p.w.Out)
-	defer c.lat.Put(lat)
-	forChunks(B, N, func(nb, r0, r1 int) {
-		z := (*lat)[:(r1-r0)*p.w.Out]
+	c.latentChunks(p, B, N, func(s *projScratch, z []float32, nb, r0, r1 int) {
 		p.run(s, z, x[r0*p.w.In:r1*p.w.In], nb, N)
 		c.Quantize(dst[r0*c.K:r1*c.K], z, r1-r0)
 	})
@@ -71,14 +66,23 @@ func (c *Core) Encode(dst []int32, x []float32, B, N int) {
 // Decode is Lookup then PostQuantProj, per chunk.
 func (c *Core) Decode(dst []float32, codes []int32, B, N int) {
 	p := c.dec
-	s := p.get(chunkRows(B, N))
-	defer p.put(s)
-	lat := c.latScratch(chunkRows(B, N) * p.w.In)
-	defer c.lat.Put(lat)
-	forChunks(B, N, func(nb, r0, r1 int) {
-		z := (*lat)[:(r1-r0)*p.w.In]
+	c.latentChunks(p, B, N, func(s *projScratch, z []float32, nb, r0, r1 int) {
 		c.Lookup(z, codes[r0*c.K:r1*c.K], r1-r0)
 		p.run(s, dst[r0*p.w.Out:r1*p.w.Out], z, nb, N)
+	})
+}
+
+// latentChunks calls fn per chunk of whole images (nb images, token rows
+// [r0, r1)) with p's scratch and the chunk's latent rows z (D wide), both
+// pooled across calls.
+func (c *Core) latentChunks(p *projection, B, N int, fn func(s *projScratch, z []float32, nb, r0, r1 int)) {
+	s := p.get(chunkRows(B, N))
+	defer p.put(s)
+	D := c.K * c.d
+	lat := c.latScratch(chunkRows(B, N) * D)
+	defer c.lat.Put(lat)
+	forChunks(B, N, func(nb, r0, r1 int) {
+		fn(s, (*lat)[:(r1-r0)*D], nb, r0, r1)
 	})
 }
 
